@@ -121,6 +121,13 @@ pub struct StageExecution {
     pub restart_details: Option<RestartDetails>,
     /// Number of times the stage has been started (1 on the first run).
     pub attempt: u32,
+    /// True once `context` holds the evaluated expressions (they are evaluated exactly once per
+    /// attempt, when the stage starts).
+    #[serde(default)]
+    pub evaluated: bool,
+    /// Milliseconds this stage spent paused; not counted against `stageTimeoutMs`.
+    #[serde(default)]
+    pub paused_ms: i64,
 }
 
 /// One task of a stage.
@@ -299,6 +306,8 @@ mod tests {
                     messages: vec![],
                     restart_details: None,
                     attempt: 1,
+                    evaluated: false,
+                    paused_ms: 0,
                 })
                 .collect(),
             stage_defs: p.stages,

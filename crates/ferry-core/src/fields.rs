@@ -8,6 +8,9 @@ use serde_json::{Map, Value};
 pub struct Fields<'a> {
     obj: Option<&'a Map<String, Value>>,
     path: String,
+    /// When true, a string holding `${...}` is accepted for any field (its type is only known
+    /// after evaluation): typed readers return `None` for it without a problem.
+    lenient: bool,
     /// Problems found so far, shared with the caller.
     pub problems: &'a mut Vec<Problem>,
 }
@@ -26,8 +29,42 @@ impl<'a> Fields<'a> {
         Fields {
             obj,
             path: path.to_string(),
+            lenient: false,
             problems,
         }
+    }
+
+    /// Like [`Fields::new`], but accepts expression strings in every field (pre-run validation).
+    pub fn lenient(value: &'a Value, path: &str, problems: &'a mut Vec<Problem>) -> Self {
+        let mut f = Fields::new(value, path, problems);
+        f.lenient = true;
+        f
+    }
+
+    /// Whether expression strings are accepted for any field.
+    pub fn is_lenient(&self) -> bool {
+        self.lenient
+    }
+
+    /// A child reader for a nested object field, in the same mode.
+    pub fn child(&mut self, key: &str) -> Option<Fields<'_>> {
+        let v = self.get(key)?;
+        let path = self.path_of(key);
+        let lenient = self.lenient;
+        let mut f = Fields::new(v, &path, self.problems);
+        f.lenient = lenient;
+        Some(f)
+    }
+
+    /// True when the field holds an expression that is only resolved at run time
+    /// (only in lenient mode).
+    pub fn is_deferred(&self, key: &str) -> bool {
+        self.lenient
+            && self
+                .obj
+                .and_then(|o| o.get(key))
+                .and_then(Value::as_str)
+                .is_some_and(crate::looks_like_expression)
     }
 
     /// The path of a child field.
@@ -48,6 +85,9 @@ impl<'a> Fields<'a> {
 
     /// A required non-empty string.
     pub fn required_str(&mut self, key: &str) -> Option<String> {
+        if self.is_deferred(key) {
+            return None;
+        }
         match self.get(key) {
             None => {
                 self.problem(key, "is required");
@@ -61,6 +101,43 @@ impl<'a> Fields<'a> {
                     Some(s)
                 }
             }),
+        }
+    }
+
+    /// An optional floating-point number. Numeric strings are accepted.
+    pub fn opt_f64(&mut self, key: &str) -> Option<f64> {
+        if self.is_deferred(key) {
+            return None;
+        }
+        match self.get(key)? {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => match s.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => Some(v),
+                _ => {
+                    self.problem(key, format!("must be a number, found \"{s}\""));
+                    None
+                }
+            },
+            other => {
+                let msg = format!("must be a number, found {}", kind(other));
+                self.problem(key, msg);
+                None
+            }
+        }
+    }
+
+    /// An optional object.
+    pub fn opt_object(&mut self, key: &str) -> Option<&'a Map<String, Value>> {
+        if self.is_deferred(key) {
+            return None;
+        }
+        match self.get(key)? {
+            Value::Object(o) => Some(o),
+            other => {
+                let msg = format!("must be an object, found {}", kind(other));
+                self.problem(key, msg);
+                None
+            }
         }
     }
 
@@ -84,6 +161,9 @@ impl<'a> Fields<'a> {
 
     /// An optional boolean, with a default. The strings "true"/"false" are accepted.
     pub fn bool_or(&mut self, key: &str, default: bool) -> bool {
+        if self.is_deferred(key) {
+            return default;
+        }
         match self.get(key) {
             None => default,
             Some(Value::Bool(b)) => *b,
@@ -109,7 +189,7 @@ impl<'a> Fields<'a> {
             },
             Value::String(s) => match s.trim().parse::<u64>() {
                 Ok(v) => Some(v),
-                Err(_) if crate::looks_like_expression(s) => None,
+                Err(_) if self.lenient && crate::looks_like_expression(s) => None,
                 Err(_) => {
                     self.problem(key, format!("must be a non-negative integer, found \"{s}\""));
                     None
@@ -125,6 +205,9 @@ impl<'a> Fields<'a> {
 
     /// An optional array.
     pub fn opt_array(&mut self, key: &str) -> Option<&'a Vec<Value>> {
+        if self.is_deferred(key) {
+            return None;
+        }
         match self.get(key)? {
             Value::Array(a) => Some(a),
             other => {

@@ -1,0 +1,24 @@
+//! What every handler shares.
+
+use crate::auth::{Authenticator, Authorizer};
+use crate::metrics::Metrics;
+use ferry_core::Store;
+use ferry_engine::EngineHandle;
+use std::sync::Arc;
+
+/// Shared state of the API.
+#[derive(Clone)]
+pub struct AppState {
+    /// The engine (runs pipelines, applies commands).
+    pub engine: EngineHandle,
+    /// The store (applications, pipelines, execution history).
+    pub store: Arc<dyn Store>,
+    /// Who is calling.
+    pub auth: Arc<dyn Authenticator>,
+    /// Whether they may.
+    pub authz: Arc<dyn Authorizer>,
+    /// Request and engine metrics.
+    pub metrics: Arc<Metrics>,
+    /// Largest accepted request body, bytes (larger gets 413).
+    pub max_body_bytes: usize,
+}
