@@ -74,6 +74,19 @@ pub struct ExecutionFilter {
     pub limit: usize,
 }
 
+/// One execution's changes inside a batch written by [`Store::write_executions`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExecutionWrite<'a> {
+    /// The execution as it is now.
+    pub execution: &'a Execution,
+    /// True to insert it (with every stage) instead of updating it.
+    pub create: bool,
+    /// Indexes of the stages to write (ignored when `create`).
+    pub changed_stages: &'a [usize],
+    /// Queued commands to remove in the same transaction.
+    pub acks: &'a [i64],
+}
+
 /// A durable command for the engine (start, cancel, judge, …), written before it is applied and
 /// removed in the same transaction that applies it, so a crash in between loses nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,6 +142,8 @@ pub trait Store: Send + Sync + 'static {
         changed_stages: &[usize],
         ack: Option<i64>,
     ) -> StoreResult<()>;
+    /// Writes several executions' changes in ONE transaction (group commit): all or none.
+    async fn write_executions(&self, writes: &[ExecutionWrite<'_>]) -> StoreResult<()>;
     /// One execution with its stages.
     async fn get_execution(&self, id: &str) -> StoreResult<Option<Execution>>;
     /// Listing rows, newest first.

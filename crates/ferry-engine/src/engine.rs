@@ -15,7 +15,7 @@ use crate::validate::validate_pipeline;
 use crate::window;
 use ferry_core::pipeline::value_as_param_string;
 use ferry_core::{
-    Execution, PausedDetails, PipelineRecord, Problem, Problems, RestartDetails, StageExecution,
+    Execution, ExecutionWrite, PausedDetails, PipelineRecord, Problem, Problems, RestartDetails, StageExecution,
     Status, Store, StoreError, TaskExecution, Trigger, now_millis,
 };
 use ferry_expr::Limits;
@@ -297,12 +297,38 @@ struct Effects {
     timers: Vec<(Instant, usize)>,
     deadlines: Vec<(Instant, usize)>,
     cancel_hooks: Vec<usize>,
-    ack: Option<i64>,
+    acks: Vec<i64>,
     completed: bool,
     caused_at: Option<Instant>,
 }
 
+/// A caller waiting for the group commit that includes its change.
+enum AfterCommit {
+    Start(oneshot::Sender<Result<(), EngineError>>),
+    Command(oneshot::Sender<Result<(), CommandError>>),
+    Get(String, oneshot::Sender<Option<Execution>>),
+}
+
 impl Effects {
+    fn needs_commit(&self) -> bool {
+        self.create || self.header || !self.dirty.is_empty() || !self.acks.is_empty()
+    }
+
+    /// Adds a later change to the same execution within one group commit.
+    fn merge(&mut self, other: Effects) {
+        self.dirty.extend(other.dirty);
+        self.header |= other.header;
+        self.create |= other.create;
+        self.transitions += other.transitions;
+        self.spawn.extend(other.spawn);
+        self.timers.extend(other.timers);
+        self.deadlines.extend(other.deadlines);
+        self.cancel_hooks.extend(other.cancel_hooks);
+        self.acks.extend(other.acks);
+        self.completed |= other.completed;
+        self.caused_at = self.caused_at.or(other.caused_at);
+    }
+
     fn stage(&mut self, i: usize) {
         self.dirty.insert(i);
         self.transitions += 1;
@@ -340,6 +366,8 @@ impl Engine {
         let commands = store.pending_commands(10_000).await?;
         let mut actor = Actor {
             handle: handle.clone(),
+            pending: Vec::new(),
+            after_commit: Vec::new(),
             live: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
@@ -358,13 +386,21 @@ impl Engine {
                 }
             }
         }
+        actor.commit_pending().await;
         let join = tokio::spawn(actor.run(rx));
         Ok((handle, join))
     }
 }
 
+/// Most events applied in one group commit.
+const MAX_BATCH: usize = 256;
+
 struct Actor {
     handle: EngineHandle,
+    /// Changes staged for the next group commit, per execution.
+    pending: Vec<(String, Effects)>,
+    /// Callers to answer once the pending changes are committed.
+    after_commit: Vec<AfterCommit>,
     live: HashMap<String, Live>,
     timers: BinaryHeap<Reverse<(Instant, u64, String, usize, Timer)>>,
     timer_seq: u64,
@@ -609,10 +645,23 @@ impl Actor {
                 biased;
                 _ = shutdown.cancelled() => break,
                 msg = rx.recv() => match msg {
-                    Some(m) => self.handle_msg(m).await,
+                    Some(m) => {
+                        self.handle_msg(m).await;
+                        // Take whatever else is waiting into the same group commit.
+                        for _ in 1..MAX_BATCH {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle_msg(m).await,
+                                Err(_) => break,
+                            }
+                        }
+                        self.commit_pending().await;
+                    }
                     None => break,
                 },
-                _ = sleep => self.fire_timers().await,
+                _ = sleep => {
+                    self.fire_timers().await;
+                    self.commit_pending().await;
+                }
             }
         }
         for live in self.live.values() {
@@ -625,10 +674,12 @@ impl Actor {
 
     async fn handle_msg(&mut self, msg: Msg) {
         match msg {
-            Msg::Start { execution, reply } => {
-                let r = self.start_execution(*execution).await;
-                let _ = reply.send(r);
-            }
+            Msg::Start { execution, reply } => match self.start_execution(*execution).await {
+                Ok(()) => self.after_commit.push(AfterCommit::Start(reply)),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
             Msg::Command {
                 execution_id,
                 command,
@@ -636,9 +687,8 @@ impl Actor {
                 reply,
             } => self.command(execution_id, command, queue_id, reply).await,
             Msg::StepDone(done) => self.step_done(*done).await,
-            Msg::Get { id, reply } => {
-                let _ = reply.send(self.live.get(&id).map(|l| l.exec.clone()));
-            }
+            // Answered after the pending commit, so no caller sees an uncommitted state.
+            Msg::Get { id, reply } => self.after_commit.push(AfterCommit::Get(id, reply)),
             Msg::Poke {
                 execution_id,
                 stage_id,
@@ -791,7 +841,11 @@ impl Actor {
                     self.cancel_waiting(id, "superseded by a newer waiting run").await;
                 }
             }
-            waiting.retain(|(_, id)| self.live.contains_key(id));
+            waiting.retain(|(_, id)| {
+                self.live
+                    .get(id)
+                    .is_some_and(|l| l.exec.status == Status::NotStarted)
+            });
         }
         for (_, id) in waiting {
             if free == 0 {
@@ -1274,7 +1328,7 @@ impl Actor {
             return;
         }
         let mut fx = Effects {
-            ack: queue_id,
+            acks: queue_id.into_iter().collect(),
             ..Effects::default()
         };
         let result = self.apply(&id, command, &mut fx);
@@ -1282,7 +1336,7 @@ impl Actor {
             Ok(()) => {
                 self.flush(&id, fx).await;
                 if let Some(r) = reply {
-                    let _ = r.send(Ok(()));
+                    self.after_commit.push(AfterCommit::Command(r));
                 }
             }
             Err(e) => {
@@ -1470,40 +1524,78 @@ impl Actor {
 
     // ----- commit and act -----
 
-    /// Commits what `fx` changed, then acts on it: spawns steps, arms timers, runs cancel hooks,
-    /// publishes the event, and releases a completed execution.
+    /// Stages what `fx` changed for the next group commit. Nothing acts on it until
+    /// [`Actor::commit_pending`] has committed it.
     async fn flush(&mut self, id: &str, fx: Effects) {
+        match self.pending.iter_mut().find(|(p, _)| p == id) {
+            Some((_, existing)) => existing.merge(fx),
+            None => self.pending.push((id.to_string(), fx)),
+        }
+    }
+
+    /// Group commit: writes every staged change in one transaction, then acts on them (spawns
+    /// steps, arms timers, runs cancel hooks, publishes events, releases completed executions)
+    /// and answers the callers waiting for the commit. Acting may stage more changes; those are
+    /// committed in the next round, before anything acts on them.
+    async fn commit_pending(&mut self) {
         let inner = self.handle.inner.clone();
-        let Some(live) = self.live.get(id) else { return };
-        let needs_commit = fx.create || fx.header || !fx.dirty.is_empty() || fx.ack.is_some();
-        if needs_commit {
-            let dirty: Vec<usize> = fx.dirty.iter().copied().collect();
-            let mut attempt = 0u32;
-            loop {
-                let r = if fx.create {
-                    inner.store.create_execution(&live.exec, fx.ack).await
-                } else {
-                    inner.store.update_execution(&live.exec, &dirty, fx.ack).await
-                };
-                match r {
-                    Ok(()) => break,
-                    Err(e) => {
-                        attempt += 1;
-                        inner.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(execution = %id, attempt, error = %e, "commit failed; retrying");
-                        tokio::time::sleep(inner.config.commit_retry).await;
+        while !self.pending.is_empty() || !self.after_commit.is_empty() {
+            let batch = std::mem::take(&mut self.pending);
+            let dirty: Vec<Vec<usize>> = batch.iter().map(|(_, fx)| fx.dirty.iter().copied().collect()).collect();
+            let writes: Vec<ExecutionWrite<'_>> = batch
+                .iter()
+                .zip(&dirty)
+                .filter(|((_, fx), _)| fx.needs_commit())
+                .filter_map(|((id, fx), d)| {
+                    self.live.get(id).map(|live| ExecutionWrite {
+                        execution: &live.exec,
+                        create: fx.create,
+                        changed_stages: d,
+                        acks: &fx.acks,
+                    })
+                })
+                .collect();
+            if !writes.is_empty() {
+                let mut attempt = 0u32;
+                while let Err(e) = inner.store.write_executions(&writes).await {
+                    attempt += 1;
+                    inner.stats.commit_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(executions = writes.len(), attempt, error = %e, "commit failed; retrying");
+                    tokio::time::sleep(inner.config.commit_retry).await;
+                }
+                inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+            }
+            drop(writes);
+            for (id, fx) in batch {
+                self.act(&id, fx).await;
+            }
+            for reply in std::mem::take(&mut self.after_commit) {
+                match reply {
+                    AfterCommit::Start(r) => {
+                        let _ = r.send(Ok(()));
+                    }
+                    AfterCommit::Command(r) => {
+                        let _ = r.send(Ok(()));
+                    }
+                    AfterCommit::Get(id, r) => {
+                        let _ = r.send(self.live.get(&id).map(|l| l.exec.clone()));
                     }
                 }
             }
-            inner.stats.commits.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// What happens once a change is committed.
+    async fn act(&mut self, id: &str, fx: Effects) {
+        let inner = self.handle.inner.clone();
+        let Some(live) = self.live.get(id) else { return };
         inner.stats.transitions.fetch_add(fx.transitions, Ordering::Relaxed);
-        let event = ExecutionEvent {
+        let event = fx.needs_commit().then(|| ExecutionEvent {
             execution_id: id.to_string(),
             application: live.exec.application.clone(),
             status: live.exec.status,
             time: now_millis(),
-        };
+        });
         for i in fx.spawn {
             self.spawn_step(id, i);
             if let Some(t) = fx.caused_at {
@@ -1527,12 +1619,11 @@ impl Actor {
         for i in fx.cancel_hooks {
             self.spawn_cancel_hook(id, i);
         }
-        if needs_commit {
+        if let Some(event) = event {
             let _ = inner.events.send(event);
         }
         if fx.completed {
-            // Boxed: completing may start waiting runs, which flush again.
-            Box::pin(self.complete(id)).await;
+            self.complete(id).await;
         }
     }
 

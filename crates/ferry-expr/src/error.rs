@@ -239,9 +239,9 @@ pub enum EvalError {
         at: Location,
     },
     /// A property, index, method or collection operation was applied to null without `?.`.
-    #[error("cannot {action} of null at {at} (use '?.' to allow null)")]
+    #[error("cannot {action} null at {at} (use '?.' to allow null)")]
     Null {
-        /// What was attempted, e.g. "read property 'name'".
+        /// What was attempted, e.g. "read property 'name' of".
         action: String,
         /// Where.
         at: Location,

@@ -14,13 +14,14 @@ use serde_json::{Map, Value};
 
 use crate::ast::{BinOp, Expr, ExprKind, SelectKind, Span, UnaryOp};
 use crate::error::{EvalError, Location, shorten};
+use crate::helpers::Helper;
 use crate::host::Host;
 use crate::lexer::char_pos;
 use crate::value::{self, Num};
 
 /// The parser never nests deeper than this, whatever [`Limits::max_depth`] says, so that a
 /// misconfigured limit cannot reintroduce stack overflows.
-pub const HARD_MAX_DEPTH: usize = 256;
+pub const HARD_MAX_DEPTH: usize = 128;
 
 /// Copying or building data costs one step per this many bytes of string data.
 pub(crate) const BYTES_PER_STEP: usize = 64;
@@ -94,6 +95,9 @@ pub(crate) struct Scope<'v> {
 /// Most regexes kept compiled per evaluation.
 const REGEX_CACHE: usize = 16;
 
+/// Steps charged for compiling a regex that is not in the cache.
+pub(crate) const REGEX_COMPILE_STEPS: u64 = 1000;
+
 /// Most URL fetches (`#fromUrl`, `#jsonFromUrl`) per template evaluation.
 pub(crate) const MAX_FETCHES: u32 = 8;
 
@@ -111,6 +115,11 @@ pub(crate) struct Evaluator<'c> {
 impl<'c> Evaluator<'c> {
     pub(crate) fn new(ctx: &EvalContext<'c>, src: &'c str) -> Self {
         Self { host: ctx.host, limits: ctx.limits, src, steps: 0, fetches: 0, regexes: Vec::new() }
+    }
+
+    /// Steps used so far.
+    pub(crate) fn steps(&self) -> u64 {
+        self.steps
     }
 
     /// Location of a node for error messages.
@@ -169,6 +178,8 @@ impl<'c> Evaluator<'c> {
         if let Some((_, _, re)) = self.regexes.iter().find(|(p, f, _)| p == pattern && *f == full) {
             return Ok(re.clone());
         }
+        // Compiling is far costlier than matching; repeated patterns hit the cache.
+        self.charge(REGEX_COMPILE_STEPS, span)?;
         self.charge_bytes(pattern.len().saturating_mul(16), span)?;
         let re = crate::regex_util::compile(pattern, full).map_err(|message| EvalError::Regex {
             pattern: shorten(pattern, 80),
@@ -193,111 +204,164 @@ impl<'c> Evaluator<'c> {
     }
 
     /// Evaluates one node.
+    ///
+    /// This is a thin dispatcher and each kind of node has its own small function: the stack
+    /// used per nesting level is the sum of the frames on the recursive path, and small frames
+    /// keep deep (but allowed) nesting cheap even in unoptimised builds.
     pub(crate) fn eval<'v>(&mut self, e: &'v Expr, sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
         self.charge(1, e.span)?;
         match &e.kind {
             ExprKind::Lit(v) => Ok(Cow::Borrowed(v)),
-            ExprKind::List(items) => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    let v = self.eval(item, sc)?;
-                    out.push(self.own(v, item.span)?);
-                }
-                Ok(Cow::Owned(Value::Array(out)))
-            }
-            ExprKind::Map(entries) => {
-                let mut out = Map::new();
-                for (k, item) in entries {
-                    let v = self.eval(item, sc)?;
-                    let v = self.own(v, item.span)?;
-                    out.insert(k.clone(), v);
-                }
-                Ok(Cow::Owned(Value::Object(out)))
-            }
             ExprKind::Root => Ok(Cow::Borrowed(sc.root)),
             ExprKind::This => Ok(Cow::Borrowed(sc.this)),
             ExprKind::Name(name) => self.name(name, sc, e.span),
-            ExprKind::Prop { target, name, safe } => {
-                let t = self.eval(target, sc)?;
-                self.property(t, name, *safe, e.span)
-            }
-            ExprKind::Index { target, index, safe } => {
-                let t = self.eval(target, sc)?;
-                if t.is_null() && *safe {
-                    return Ok(Cow::Owned(Value::Null));
-                }
-                let i = self.eval(index, sc)?;
-                self.index(t, &i, e.span)
-            }
+            ExprKind::List(items) => self.eval_list(items, sc),
+            ExprKind::Map(entries) => self.eval_map(entries, sc),
+            ExprKind::Prop { target, name, safe } => self.eval_prop(target, name, *safe, sc, e.span),
+            ExprKind::Index { target, index, safe } => self.eval_index(target, index, *safe, sc, e.span),
             ExprKind::Method { target, name, args, safe } => {
-                let t = match target {
-                    Some(t) => self.eval(t, sc)?,
-                    None => Cow::Borrowed(sc.this),
-                };
-                if t.is_null() {
-                    if *safe {
-                        return Ok(Cow::Owned(Value::Null));
-                    }
-                    return Err(EvalError::Null { action: format!("call method '{name}'"), at: self.loc(e.span) });
-                }
-                let mut values = Vec::with_capacity(args.len());
-                for a in args {
-                    values.push(self.eval(a, sc)?);
-                }
-                self.call_method(t, name, &values, e.span)
+                self.eval_method(target.as_deref(), name, args, *safe, sc, e.span)
             }
-            ExprKind::Call { helper, args } => {
-                let mut values = Vec::with_capacity(args.len());
-                for a in args {
-                    values.push(self.eval(a, sc)?);
-                }
-                Ok(Cow::Owned(self.call_helper(*helper, &values, e.span)?))
+            ExprKind::Call { helper, args } => self.eval_call(*helper, args, sc, e.span),
+            ExprKind::Select { target, kind, cond, safe } => self.eval_select(target, *kind, cond, *safe, sc, e.span),
+            ExprKind::Project { target, expr, safe } => self.eval_project(target, expr, *safe, sc, e.span),
+            ExprKind::Unary { op, operand } => self.eval_unary(*op, operand, sc, e.span),
+            ExprKind::Binary { op, lhs, rhs } => self.eval_binary(*op, lhs, rhs, sc, e.span),
+            ExprKind::Ternary { cond, then, otherwise } => self.eval_ternary(cond, then, otherwise, sc),
+            ExprKind::Elvis { value, default } => self.eval_elvis(value, default, sc),
+        }
+    }
+
+    #[inline(never)]
+    fn eval_list<'v>(&mut self, items: &'v [Expr], sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let v = self.eval(item, sc)?;
+            out.push(self.own(v, item.span)?);
+        }
+        Ok(Cow::Owned(Value::Array(out)))
+    }
+
+    #[inline(never)]
+    fn eval_map<'v>(&mut self, entries: &'v [(String, Expr)], sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+        let mut out = Map::new();
+        for (k, item) in entries {
+            let v = self.eval(item, sc)?;
+            let v = self.own(v, item.span)?;
+            out.insert(k.clone(), v);
+        }
+        Ok(Cow::Owned(Value::Object(out)))
+    }
+
+    #[inline(never)]
+    fn eval_prop<'v>(&mut self, target: &'v Expr, name: &str, safe: bool, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+        let t = self.eval(target, sc)?;
+        self.property(t, name, safe, span)
+    }
+
+    #[inline(never)]
+    fn eval_index<'v>(&mut self, target: &'v Expr, index: &'v Expr, safe: bool, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+        let t = self.eval(target, sc)?;
+        if t.is_null() && safe {
+            return Ok(Cow::Owned(Value::Null));
+        }
+        let i = self.eval(index, sc)?;
+        self.index(t, &i, span)
+    }
+
+    #[inline(never)]
+    fn eval_method<'v>(
+        &mut self,
+        target: Option<&'v Expr>,
+        name: &str,
+        args: &'v [Expr],
+        safe: bool,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
+        let t = match target {
+            Some(t) => self.eval(t, sc)?,
+            None => Cow::Borrowed(sc.this),
+        };
+        if t.is_null() {
+            if safe {
+                return Ok(Cow::Owned(Value::Null));
             }
-            ExprKind::Select { target, kind, cond, safe } => {
-                let t = self.eval(target, sc)?;
-                self.select(t, *kind, cond, *safe, sc.root, e.span)
+            return Err(EvalError::Null { action: format!("call method '{name}' on"), at: self.loc(span) });
+        }
+        let values = self.eval_args(args, sc)?;
+        self.call_method(t, name, &values, span)
+    }
+
+    fn eval_args<'v>(&mut self, args: &'v [Expr], sc: Scope<'v>) -> Result<Vec<Cow<'v, Value>>, EvalError> {
+        let mut values = Vec::with_capacity(args.len());
+        for a in args {
+            values.push(self.eval(a, sc)?);
+        }
+        Ok(values)
+    }
+
+    #[inline(never)]
+    fn eval_call<'v>(&mut self, helper: Helper, args: &'v [Expr], sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+        let values = self.eval_args(args, sc)?;
+        Ok(Cow::Owned(self.call_helper(helper, &values, span)?))
+    }
+
+    #[inline(never)]
+    fn eval_select<'v>(
+        &mut self,
+        target: &'v Expr,
+        kind: SelectKind,
+        cond: &'v Expr,
+        safe: bool,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
+        let t = self.eval(target, sc)?;
+        self.select(t, kind, cond, safe, sc.root, span)
+    }
+
+    #[inline(never)]
+    fn eval_project<'v>(&mut self, target: &'v Expr, expr: &'v Expr, safe: bool, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+        let t = self.eval(target, sc)?;
+        self.project(t, expr, safe, sc.root, span)
+    }
+
+    #[inline(never)]
+    fn eval_unary<'v>(&mut self, op: UnaryOp, operand: &'v Expr, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+        let v = self.eval(operand, sc)?;
+        self.unary(op, &v, span).map(Cow::Owned)
+    }
+
+    #[inline(never)]
+    fn eval_binary<'v>(&mut self, op: BinOp, lhs: &'v Expr, rhs: &'v Expr, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+        let l = self.eval(lhs, sc)?;
+        // `and` / `or` short-circuit.
+        if op == BinOp::And || op == BinOp::Or {
+            let left = self.condition(&l, lhs.span)?;
+            if left == (op == BinOp::Or) {
+                return Ok(Cow::Owned(Value::Bool(left)));
             }
-            ExprKind::Project { target, expr, safe } => {
-                let t = self.eval(target, sc)?;
-                self.project(t, expr, *safe, sc.root, e.span)
-            }
-            ExprKind::Unary { op, operand } => {
-                let v = self.eval(operand, sc)?;
-                self.unary(*op, &v, e.span).map(Cow::Owned)
-            }
-            ExprKind::Binary { op: BinOp::And, lhs, rhs } => {
-                let l = self.eval(lhs, sc)?;
-                if !self.condition(&l, lhs.span)? {
-                    return Ok(Cow::Owned(Value::Bool(false)));
-                }
-                let r = self.eval(rhs, sc)?;
-                Ok(Cow::Owned(Value::Bool(self.condition(&r, rhs.span)?)))
-            }
-            ExprKind::Binary { op: BinOp::Or, lhs, rhs } => {
-                let l = self.eval(lhs, sc)?;
-                if self.condition(&l, lhs.span)? {
-                    return Ok(Cow::Owned(Value::Bool(true)));
-                }
-                let r = self.eval(rhs, sc)?;
-                Ok(Cow::Owned(Value::Bool(self.condition(&r, rhs.span)?)))
-            }
-            ExprKind::Binary { op, lhs, rhs } => {
-                let l = self.eval(lhs, sc)?;
-                let r = self.eval(rhs, sc)?;
-                self.binary(*op, &l, &r, e.span).map(Cow::Owned)
-            }
-            ExprKind::Ternary { cond, then, otherwise } => {
-                let c = self.eval(cond, sc)?;
-                if self.condition(&c, cond.span)? { self.eval(then, sc) } else { self.eval(otherwise, sc) }
-            }
-            ExprKind::Elvis { value, default } => {
-                let v = self.eval(value, sc)?;
-                match &*v {
-                    Value::Null => self.eval(default, sc),
-                    Value::String(s) if s.is_empty() => self.eval(default, sc),
-                    _ => Ok(v),
-                }
-            }
+            let r = self.eval(rhs, sc)?;
+            return Ok(Cow::Owned(Value::Bool(self.condition(&r, rhs.span)?)));
+        }
+        let r = self.eval(rhs, sc)?;
+        self.binary(op, &l, &r, span).map(Cow::Owned)
+    }
+
+    #[inline(never)]
+    fn eval_ternary<'v>(&mut self, cond: &'v Expr, then: &'v Expr, otherwise: &'v Expr, sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+        let c = self.eval(cond, sc)?;
+        if self.condition(&c, cond.span)? { self.eval(then, sc) } else { self.eval(otherwise, sc) }
+    }
+
+    #[inline(never)]
+    fn eval_elvis<'v>(&mut self, value: &'v Expr, default: &'v Expr, sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+        let v = self.eval(value, sc)?;
+        match &*v {
+            Value::Null => self.eval(default, sc),
+            Value::String(s) if s.is_empty() => self.eval(default, sc),
+            _ => Ok(v),
         }
     }
 
@@ -317,7 +381,7 @@ impl<'c> Evaluator<'c> {
                 }
             },
             Value::Null if sc.in_element => {
-                Err(EvalError::Null { action: format!("read property '{name}'"), at: self.loc(span) })
+                Err(EvalError::Null { action: format!("read property '{name}' of"), at: self.loc(span) })
             }
             Value::Null => Err(EvalError::UnknownName {
                 name: name.to_string(),
@@ -346,7 +410,7 @@ impl<'c> Evaluator<'c> {
                 if safe {
                     Ok(Cow::Owned(Value::Null))
                 } else {
-                    Err(EvalError::Null { action: format!("read property '{name}'"), at: self.loc(span) })
+                    Err(EvalError::Null { action: format!("read property '{name}' of"), at: self.loc(span) })
                 }
             }
             other => {
@@ -371,12 +435,15 @@ impl<'c> Evaluator<'c> {
         span: Span,
     ) -> Result<Cow<'v, Value>, EvalError> {
         if target.is_null() {
-            return Err(EvalError::Null { action: "index into a value".into(), at: self.loc(span) });
+            return Err(EvalError::Null { action: "index into".into(), at: self.loc(span) });
         }
         match &*target {
             Value::Object(_) => {
                 let key: Cow<'_, str> = match index {
-                    Value::String(s) => Cow::Borrowed(s.as_str()),
+                    Value::String(s) => {
+                        self.charge_bytes(s.len(), span)?;
+                        Cow::Borrowed(s.as_str())
+                    }
                     Value::Number(n) => Cow::Owned(n.to_string()),
                     Value::Bool(b) => Cow::Owned(b.to_string()),
                     other => {
@@ -401,6 +468,7 @@ impl<'c> Evaluator<'c> {
                 })
             }
             Value::String(s) => {
+                self.charge_bytes(s.len(), span)?;
                 let len = s.chars().count();
                 let i = self.list_index(index, len, "a string", span)?;
                 Ok(Cow::Owned(Value::String(s.chars().nth(i).map(String::from).unwrap_or_default())))
@@ -602,6 +670,9 @@ impl<'c> Evaluator<'c> {
                 Ok(Value::Bool(eq == (op == BinOp::Eq)))
             }
             BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge => {
+                if let (Value::String(a), Value::String(b)) = (l, r) {
+                    self.charge_bytes(a.len().min(b.len()), span)?;
+                }
                 let Some(ord) = value::compare(l, r) else {
                     return Err(self.type_error(
                         format!(
@@ -648,7 +719,7 @@ impl<'c> Evaluator<'c> {
                     return Err(self.type_error(format!("a string can only be multiplied by an integer, not {}", value::describe(r)), span));
                 };
                 let n = usize::try_from(n).map_err(|_| self.type_error(format!("cannot repeat a string {n} times"), span))?;
-                let len = s.len().checked_mul(n).unwrap_or(usize::MAX);
+                let len = s.len().saturating_mul(n);
                 self.check_len(len, span)?;
                 self.charge_bytes(len, span)?;
                 Ok(Value::String(s.repeat(n)))

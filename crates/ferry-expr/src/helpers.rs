@@ -95,9 +95,11 @@ impl Helper {
 
 /// Parses YAML as plain data: explicit tags other than YAML's standard ones (`!!python/object`,
 /// `!Ref`, `!custom`, ...) are errors, and documents are bounded in depth, size and aliases.
+/// Booleans follow YAML 1.2 (`true`/`false` only; `yes`, `on`, `y` stay strings).
 pub(crate) fn read_yaml(text: &str) -> Result<Value, String> {
     let mut options = serde_saphyr::Options::default();
     options.reject_unsupported_tags = true;
+    options.strict_booleans = true;
     options.alias_limits.max_total_replayed_events = 100_000;
     options.with_snippet = false;
     serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| e.to_string())
@@ -125,7 +127,7 @@ impl Evaluator<'_> {
     }
 
     /// A value from the host: missing is an error; the copy is paid for.
-    fn from_host(&mut self, helper: Helper, v: Option<Value>, missing: String, span: Span) -> Result<Value, EvalError> {
+    fn host_value(&mut self, helper: Helper, v: Option<Value>, missing: String, span: Span) -> Result<Value, EvalError> {
         match v {
             Some(v) => {
                 self.charge_copy(&v, span)?;
@@ -163,17 +165,23 @@ impl Evaluator<'_> {
     /// Calls a helper with evaluated arguments (the parser already checked their number).
     pub(crate) fn call_helper(&mut self, helper: Helper, args: &[Cow<'_, Value>], span: Span) -> Result<Value, EvalError> {
         let host = self.host;
+        // Every helper reads its string arguments at least once: pay for that up front.
+        for a in args {
+            if let Value::String(s) = &**a {
+                self.charge_bytes(s.len(), span)?;
+            }
+        }
         match helper {
             Helper::Stage => {
                 let name = self.helper_str(helper, args, 0, span)?;
-                self.from_host(helper, host.stage(name), format!("no stage named '{name}' in this execution"), span)
+                self.host_value(helper, host.stage(name), format!("no stage named '{name}' in this execution"), span)
             }
             Helper::StageByRefId => {
                 let id = self.helper_str(helper, args, 0, span)?;
-                self.from_host(helper, host.stage_by_ref_id(id), format!("no stage with refId '{id}' in this execution"), span)
+                self.host_value(helper, host.stage_by_ref_id(id), format!("no stage with refId '{id}' in this execution"), span)
             }
             Helper::CurrentStage => {
-                self.from_host(helper, host.current_stage(), "there is no current stage here".into(), span)
+                self.host_value(helper, host.current_stage(), "there is no current stage here".into(), span)
             }
             Helper::StageExists => {
                 let name = self.helper_str(helper, args, 0, span)?;
@@ -181,7 +189,7 @@ impl Evaluator<'_> {
             }
             Helper::Judgment | Helper::Judgement => {
                 let name = self.helper_str(helper, args, 0, span)?;
-                self.from_host(
+                self.host_value(
                     helper,
                     host.judgment(name),
                     format!("no manual judgment stage named '{name}' with a chosen input"),
@@ -198,13 +206,13 @@ impl Evaluator<'_> {
                     Some(s) => format!("no deployed server groups are known for stage '{s}'"),
                     None => "no deployed server groups are known for this execution".into(),
                 };
-                self.from_host(helper, host.deployed_server_groups(stage), missing, span)
+                self.host_value(helper, host.deployed_server_groups(stage), missing, span)
             }
             Helper::ManifestLabelValue => {
                 let stage = self.helper_str(helper, args, 0, span)?;
                 let kind = self.helper_str(helper, args, 1, span)?;
                 let label = self.helper_str(helper, args, 2, span)?;
-                self.from_host(
+                self.host_value(
                     helper,
                     host.manifest_label_value(stage, kind, label),
                     format!("no label '{label}' on a {kind} deployed by stage '{stage}'"),
@@ -213,7 +221,7 @@ impl Evaluator<'_> {
             }
             Helper::TriggerResolvedArtifact => {
                 let name = self.helper_str(helper, args, 0, span)?;
-                self.from_host(
+                self.host_value(
                     helper,
                     host.trigger_resolved_artifact(name),
                     format!("the trigger has no resolved artifact named '{name}'"),
@@ -333,6 +341,7 @@ mod tests {
         assert_eq!(read_yaml("a: 1\nb: [x, 'y']\nc: {d: true}").unwrap(), json!({"a": 1, "b": ["x", "y"], "c": {"d": true}}));
         assert_eq!(read_yaml("a: &x [1]\nb: *x").unwrap(), json!({"a": [1], "b": [1]}));
         assert_eq!(read_yaml("a: !!str 1").unwrap(), json!({"a": "1"}));
+        assert_eq!(read_yaml("[y, yes, on, true, 'no', 1.5, null]").unwrap(), json!(["y", "yes", "on", true, "no", 1.5, null]));
         for bad in [
             "!!python/object/apply:os.system ['id']",
             "a: !!python/object:__main__.X {}",

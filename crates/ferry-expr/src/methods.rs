@@ -148,11 +148,13 @@ impl Evaluator<'_> {
 
     fn string_method(&mut self, s: &str, name: &str, args: Args<'_, '_>, span: Span) -> Result<Value, EvalError> {
         let limit = self.limits.max_output_bytes;
+        // Every string method reads the string at least once (counting characters, scanning,
+        // copying): pay for that up front.
+        self.charge_bytes(s.len(), span)?;
         let v = match name {
             "contains" | "startsWith" | "endsWith" => {
                 self.arity(name, args, 1, 1, span)?;
                 let needle = self.str_arg(name, args, 0, span)?;
-                self.charge_bytes(s.len(), span)?;
                 Value::Bool(match name {
                     "contains" => s.contains(needle),
                     "startsWith" => s.starts_with(needle),
@@ -161,7 +163,6 @@ impl Evaluator<'_> {
             }
             "toLowerCase" | "toUpperCase" => {
                 self.arity(name, args, 0, 0, span)?;
-                self.charge_bytes(s.len(), span)?;
                 let out = if name == "toLowerCase" { s.to_lowercase() } else { s.to_uppercase() };
                 self.check_len(out.len(), span)?;
                 Value::String(out)
@@ -181,7 +182,6 @@ impl Evaluator<'_> {
             }
             "equalsIgnoreCase" => {
                 self.arity(name, args, 1, 1, span)?;
-                self.charge_bytes(s.len(), span)?;
                 match self.arg(name, args, 0, span)? {
                     Value::String(o) => Value::Bool(s.to_lowercase() == o.to_lowercase()),
                     _ => Value::Bool(false),
@@ -209,7 +209,6 @@ impl Evaluator<'_> {
             "indexOf" | "lastIndexOf" => {
                 self.arity(name, args, 1, 1, span)?;
                 let needle = self.str_arg(name, args, 0, span)?;
-                self.charge_bytes(s.len(), span)?;
                 let found = if name == "indexOf" { s.find(needle) } else { s.rfind(needle) };
                 match found {
                     Some(b) => Value::from(s.get(..b).map_or(0, |p| p.chars().count())),
@@ -220,7 +219,6 @@ impl Evaluator<'_> {
                 self.arity(name, args, 1, 1, span)?;
                 let pattern = self.str_arg(name, args, 0, span)?;
                 let re = self.regex(pattern, true, span)?;
-                self.charge_bytes(s.len(), span)?;
                 Value::Bool(re.is_match(s))
             }
             "replace" => {
@@ -249,7 +247,6 @@ impl Evaluator<'_> {
                 self.arity(name, args, 1, 1, span)?;
                 let pattern = self.str_arg(name, args, 0, span)?;
                 let re = self.regex(pattern, false, span)?;
-                self.charge_bytes(s.len(), span)?;
                 let parts = regex_util::split(&re, s);
                 self.charge(parts.len() as u64, span)?;
                 Value::Array(parts.into_iter().map(|p| Value::String(p.to_string())).collect())

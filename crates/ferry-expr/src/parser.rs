@@ -142,6 +142,10 @@ impl Parser<'_> {
         Ok(Expr { kind, span: Span { start, end }, depth })
     }
 
+    // The recursive descent below is split into many small functions on purpose: the stack
+    // used per nesting level is the sum of the frames on the recursive path, and small frames
+    // keep deep (but allowed) nesting cheap even in unoptimised builds.
+
     fn parse_bp(&mut self, min_bp: u8) -> Result<Expr, ParseError> {
         self.enter(self.peek().start)?;
         let r = self.parse_bp_inner(min_bp);
@@ -159,35 +163,34 @@ impl Parser<'_> {
                 break;
             }
             self.bump();
-            let start = lhs.span.start;
-            lhs = match op {
-                Infix::Ternary => {
-                    let then = self.parse_bp(0)?;
-                    self.expect(Tok::Colon, "':' of the '? :' operator")?;
-                    let otherwise = self.parse_bp(r_bp)?;
-                    let end = otherwise.span.end;
-                    let kind = ExprKind::Ternary {
-                        cond: Box::new(lhs),
-                        then: Box::new(then),
-                        otherwise: Box::new(otherwise),
-                    };
-                    self.node(kind, start, end)?
-                }
-                Infix::Elvis => {
-                    let default = self.parse_bp(r_bp)?;
-                    let end = default.span.end;
-                    let kind = ExprKind::Elvis { value: Box::new(lhs), default: Box::new(default) };
-                    self.node(kind, start, end)?
-                }
-                Infix::Bin(op) => {
-                    let rhs = self.parse_bp(r_bp)?;
-                    let end = rhs.span.end;
-                    let kind = ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) };
-                    self.node(kind, start, end)?
-                }
-            };
+            lhs = self.parse_infix(lhs, op, r_bp)?;
         }
         Ok(lhs)
+    }
+
+    #[inline(never)]
+    fn parse_infix(&mut self, lhs: Expr, op: Infix, r_bp: u8) -> Result<Expr, ParseError> {
+        let start = lhs.span.start;
+        match op {
+            Infix::Ternary => {
+                let then = self.parse_bp(0)?;
+                self.expect(Tok::Colon, "':' of the '? :' operator")?;
+                let otherwise = self.parse_bp(r_bp)?;
+                let end = otherwise.span.end;
+                let kind = ExprKind::Ternary { cond: Box::new(lhs), then: Box::new(then), otherwise: Box::new(otherwise) };
+                self.node(kind, start, end)
+            }
+            Infix::Elvis => {
+                let default = self.parse_bp(r_bp)?;
+                let end = default.span.end;
+                self.node(ExprKind::Elvis { value: Box::new(lhs), default: Box::new(default) }, start, end)
+            }
+            Infix::Bin(op) => {
+                let rhs = self.parse_bp(r_bp)?;
+                let end = rhs.span.end;
+                self.node(ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, start, end)
+            }
+        }
     }
 
     /// Classifies the token in operator position. `Ok(None)` means "not an operator" (the
@@ -213,166 +216,143 @@ impl Parser<'_> {
             Tok::Assign | Tok::PlusPlus | Tok::MinusMinus => {
                 return Err(ParseError::Assignment { position: self.pos(t.start) });
             }
-            Tok::Ident(w) => {
-                let w = w.as_str();
-                if keyword(w, "or") {
-                    Infix::Bin(BinOp::Or)
-                } else if keyword(w, "and") {
-                    Infix::Bin(BinOp::And)
-                } else if keyword(w, "eq") {
-                    Infix::Bin(BinOp::Eq)
-                } else if keyword(w, "ne") {
-                    Infix::Bin(BinOp::Ne)
-                } else if keyword(w, "lt") {
-                    Infix::Bin(BinOp::Lt)
-                } else if keyword(w, "le") {
-                    Infix::Bin(BinOp::Le)
-                } else if keyword(w, "gt") {
-                    Infix::Bin(BinOp::Gt)
-                } else if keyword(w, "ge") {
-                    Infix::Bin(BinOp::Ge)
-                } else if keyword(w, "div") {
-                    Infix::Bin(BinOp::Div)
-                } else if keyword(w, "mod") {
-                    Infix::Bin(BinOp::Rem)
-                } else if keyword(w, "matches") {
-                    Infix::Bin(BinOp::Matches)
-                } else if keyword(w, "instanceof") {
-                    return Err(ParseError::Instanceof { position: self.pos(t.start) });
-                } else if keyword(w, "between") {
-                    return Err(ParseError::Unsupported {
-                        position: self.pos(t.start),
-                        what: "the 'between' operator (write 'x >= a and x <= b')".into(),
-                    });
-                } else {
-                    return Ok(None);
-                }
-            }
+            Tok::Ident(w) => return self.word_infix(w, t.start),
             _ => return Ok(None),
         };
         Ok(Some(op))
     }
 
+    /// Word operators (`and`, `eq`, `div`, `matches`, ...), case-insensitive as in SpEL.
+    fn word_infix(&self, w: &str, at: usize) -> Result<Option<Infix>, ParseError> {
+        const WORDS: &[(&str, BinOp)] = &[
+            ("or", BinOp::Or),
+            ("and", BinOp::And),
+            ("eq", BinOp::Eq),
+            ("ne", BinOp::Ne),
+            ("lt", BinOp::Lt),
+            ("le", BinOp::Le),
+            ("gt", BinOp::Gt),
+            ("ge", BinOp::Ge),
+            ("div", BinOp::Div),
+            ("mod", BinOp::Rem),
+            ("matches", BinOp::Matches),
+        ];
+        if let Some((_, op)) = WORDS.iter().find(|(kw, _)| keyword(w, kw)) {
+            return Ok(Some(Infix::Bin(*op)));
+        }
+        if keyword(w, "instanceof") {
+            return Err(ParseError::Instanceof { position: self.pos(at) });
+        }
+        if keyword(w, "between") {
+            return Err(ParseError::Unsupported {
+                position: self.pos(at),
+                what: "the 'between' operator (write 'x >= a and x <= b')".into(),
+            });
+        }
+        Ok(None)
+    }
+
     fn parse_unary(&mut self) -> Result<Expr, ParseError> {
         let t = self.peek();
         let op = match &t.tok {
-            Tok::Bang => Some(UnaryOp::Not),
-            Tok::Ident(w) if keyword(w, "not") => Some(UnaryOp::Not),
-            Tok::Minus => Some(UnaryOp::Neg),
-            Tok::Plus => Some(UnaryOp::Plus),
+            Tok::Bang => UnaryOp::Not,
+            Tok::Ident(w) if keyword(w, "not") => UnaryOp::Not,
+            Tok::Minus => UnaryOp::Neg,
+            Tok::Plus => UnaryOp::Plus,
             Tok::PlusPlus | Tok::MinusMinus => {
                 return Err(ParseError::Assignment { position: self.pos(t.start) });
             }
-            _ => None,
-        };
-        match op {
-            Some(op) => {
-                self.bump();
-                self.enter(t.start)?;
-                let operand = self.parse_unary();
-                self.depth -= 1;
-                let operand = operand?;
-                let end = operand.span.end;
-                self.node(ExprKind::Unary { op, operand: Box::new(operand) }, t.start, end)
-            }
-            None => {
+            _ => {
                 let primary = self.parse_primary()?;
-                self.parse_postfix(primary)
+                return self.parse_postfix(primary);
             }
-        }
+        };
+        self.parse_prefix_op(op, t.start)
+    }
+
+    #[inline(never)]
+    fn parse_prefix_op(&mut self, op: UnaryOp, start: usize) -> Result<Expr, ParseError> {
+        self.bump();
+        self.enter(start)?;
+        let operand = self.parse_unary();
+        self.depth -= 1;
+        let operand = operand?;
+        let end = operand.span.end;
+        self.node(ExprKind::Unary { op, operand: Box::new(operand) }, start, end)
     }
 
     fn parse_postfix(&mut self, mut e: Expr) -> Result<Expr, ParseError> {
         loop {
-            let t = self.peek();
-            let start = e.span.start;
-            match t.tok {
-                Tok::Dot | Tok::SafeDot => {
-                    let safe = t.tok == Tok::SafeDot;
-                    self.bump();
-                    let n = self.peek();
-                    let after = self.peek_at(1);
-                    match n.tok {
-                        Tok::Ident(name) => {
-                            self.bump();
-                            if self.peek().tok == Tok::LParen {
-                                self.check_method(&name, n.start)?;
-                                let (args, end) = self.parse_args()?;
-                                let kind = ExprKind::Method {
-                                    target: Some(Box::new(e)),
-                                    name,
-                                    args,
-                                    safe,
-                                };
-                                e = self.node(kind, start, end)?;
-                            } else {
-                                let kind = ExprKind::Prop { target: Box::new(e), name, safe };
-                                e = self.node(kind, start, n.end)?;
-                            }
-                        }
-                        Tok::Question | Tok::Caret | Tok::Dollar | Tok::Bang
-                            if after.tok == Tok::LBracket =>
-                        {
-                            self.bump();
-                            self.bump();
-                            let inner = self.parse_bp(0)?;
-                            let close = self.expect(Tok::RBracket, "']'")?;
-                            let target = Box::new(e);
-                            let kind = match n.tok {
-                                Tok::Bang => {
-                                    ExprKind::Project { target, expr: Box::new(inner), safe }
-                                }
-                                Tok::Caret => ExprKind::Select {
-                                    target,
-                                    kind: SelectKind::First,
-                                    cond: Box::new(inner),
-                                    safe,
-                                },
-                                Tok::Dollar => ExprKind::Select {
-                                    target,
-                                    kind: SelectKind::Last,
-                                    cond: Box::new(inner),
-                                    safe,
-                                },
-                                _ => ExprKind::Select {
-                                    target,
-                                    kind: SelectKind::All,
-                                    cond: Box::new(inner),
-                                    safe,
-                                },
-                            };
-                            e = self.node(kind, start, close.end)?;
-                        }
-                        Tok::LBracket if safe => {
-                            self.bump();
-                            let index = self.parse_bp(0)?;
-                            let close = self.expect(Tok::RBracket, "']'")?;
-                            let kind = ExprKind::Index {
-                                target: Box::new(e),
-                                index: Box::new(index),
-                                safe: true,
-                            };
-                            e = self.node(kind, start, close.end)?;
-                        }
-                        _ => {
-                            return Err(self.unexpected(
-                                n,
-                                "a property or method name, or '?[', '^[', '$[', '![' after '.'",
-                            ));
-                        }
-                    }
-                }
-                Tok::LBracket => {
-                    self.bump();
-                    let index = self.parse_bp(0)?;
-                    let close = self.expect(Tok::RBracket, "']'")?;
-                    let kind =
-                        ExprKind::Index { target: Box::new(e), index: Box::new(index), safe: false };
-                    e = self.node(kind, start, close.end)?;
-                }
+            e = match self.peek().tok {
+                Tok::Dot => self.parse_dot(e, false)?,
+                Tok::SafeDot => self.parse_dot(e, true)?,
+                Tok::LBracket => self.parse_index(e, false)?,
                 _ => return Ok(e),
-            }
+            };
         }
+    }
+
+    /// `[index]` after a value (`safe`: after `?.`). The opening token is not yet consumed.
+    #[inline(never)]
+    fn parse_index(&mut self, target: Expr, safe: bool) -> Result<Expr, ParseError> {
+        let start = target.span.start;
+        self.bump();
+        let index = self.parse_bp(0)?;
+        let close = self.expect(Tok::RBracket, "']'")?;
+        let kind = ExprKind::Index { target: Box::new(target), index: Box::new(index), safe };
+        self.node(kind, start, close.end)
+    }
+
+    /// What follows `.` or `?.`: a property, a method call, a selection/projection, or (after
+    /// `?.`) an index.
+    #[inline(never)]
+    fn parse_dot(&mut self, target: Expr, safe: bool) -> Result<Expr, ParseError> {
+        self.bump();
+        let n = self.peek();
+        match n.tok {
+            Tok::Ident(name) => {
+                self.bump();
+                if self.peek().tok == Tok::LParen {
+                    self.parse_method_call(Some(target), name, n.start, safe)
+                } else {
+                    let start = target.span.start;
+                    self.node(ExprKind::Prop { target: Box::new(target), name, safe }, start, n.end)
+                }
+            }
+            Tok::Question | Tok::Caret | Tok::Dollar | Tok::Bang if self.peek_at(1).tok == Tok::LBracket => {
+                self.parse_selection(target, n.tok, safe)
+            }
+            Tok::LBracket if safe => self.parse_index(target, true),
+            _ => Err(self.unexpected(n, "a property or method name, or '?[', '^[', '$[', '![' after '.'")),
+        }
+    }
+
+    /// `.?[c]`, `.^[c]`, `.$[c]` or `.![e]`; `which` is the token after the dot.
+    #[inline(never)]
+    fn parse_selection(&mut self, target: Expr, which: Tok, safe: bool) -> Result<Expr, ParseError> {
+        let start = target.span.start;
+        self.bump();
+        self.bump();
+        let inner = Box::new(self.parse_bp(0)?);
+        let close = self.expect(Tok::RBracket, "']'")?;
+        let target = Box::new(target);
+        let kind = match which {
+            Tok::Bang => ExprKind::Project { target, expr: inner, safe },
+            Tok::Caret => ExprKind::Select { target, kind: SelectKind::First, cond: inner, safe },
+            Tok::Dollar => ExprKind::Select { target, kind: SelectKind::Last, cond: inner, safe },
+            _ => ExprKind::Select { target, kind: SelectKind::All, cond: inner, safe },
+        };
+        self.node(kind, start, close.end)
+    }
+
+    /// `name(args)` with the name already consumed; `target` None means the active context.
+    #[inline(never)]
+    fn parse_method_call(&mut self, target: Option<Expr>, name: String, name_start: usize, safe: bool) -> Result<Expr, ParseError> {
+        self.check_method(&name, name_start)?;
+        let start = target.as_ref().map_or(name_start, |t| t.span.start);
+        let (args, end) = self.parse_args()?;
+        let kind = ExprKind::Method { target: target.map(Box::new), name, args, safe };
+        self.node(kind, start, end)
     }
 
     fn check_method(&self, name: &str, at: usize) -> Result<(), ParseError> {
@@ -397,122 +377,134 @@ impl Parser<'_> {
         }
         loop {
             args.push(self.parse_bp(0)?);
-            let t = self.peek();
+            let t = self.bump();
             match t.tok {
-                Tok::Comma => {
-                    self.bump();
-                }
-                Tok::RParen => {
-                    self.bump();
-                    return Ok((args, t.end));
-                }
+                Tok::Comma => {}
+                Tok::RParen => return Ok((args, t.end)),
                 _ => return Err(self.unexpected(t, "',' or ')' in the argument list")),
             }
         }
     }
 
     fn parse_primary(&mut self) -> Result<Expr, ParseError> {
-        let t = self.peek();
-        let (start, end) = (t.start, t.end);
-        match t.tok {
-            Tok::Int(i) => {
-                self.bump();
-                self.node(ExprKind::Lit(Value::from(i)), start, end)
-            }
-            Tok::Float(f) => {
-                self.bump();
-                let v = serde_json::Number::from_f64(f).map(Value::Number).ok_or_else(|| {
-                    ParseError::BadNumber {
-                        position: self.pos(start),
-                        text: self.src.get(start..end).unwrap_or_default().to_string(),
-                        reason: "not finite".into(),
-                    }
-                })?;
-                self.node(ExprKind::Lit(v), start, end)
-            }
-            Tok::Str(s) => {
-                self.bump();
-                self.node(ExprKind::Lit(Value::String(s)), start, end)
-            }
-            Tok::LParen => {
-                self.bump();
-                let mut inner = self.parse_bp(0)?;
-                let close = self.expect(Tok::RParen, "')'")?;
-                inner.span = Span { start, end: close.end };
-                Ok(inner)
-            }
+        match self.peek().tok {
+            Tok::LParen => self.parse_paren(),
             Tok::LBrace => self.parse_inline(),
-            Tok::LBracket => {
-                // `['key']` at the start indexes the active context object, as in SpEL.
-                self.bump();
-                let index = self.parse_bp(0)?;
-                let close = self.expect(Tok::RBracket, "']'")?;
-                let this = self.node(ExprKind::This, start, start)?;
-                let kind = ExprKind::Index { target: Box::new(this), index: Box::new(index), safe: false };
-                self.node(kind, start, close.end)
-            }
-            Tok::Var(name) => {
-                self.bump();
-                if self.peek().tok == Tok::LParen {
-                    let Some(helper) = Helper::from_name(&name) else {
-                        return Err(ParseError::UnknownFunction {
-                            position: self.pos(start),
-                            name,
-                            known: Helper::all_names(),
-                        });
-                    };
-                    let (args, close) = self.parse_args()?;
-                    let (min, max) = helper.arity();
-                    if args.len() < min || args.len() > max {
-                        return Err(ParseError::Arity {
-                            position: self.pos(start),
-                            name,
-                            expected: helper.arity_text(),
-                            given: args.len(),
-                        });
-                    }
-                    self.node(ExprKind::Call { helper, args }, start, close)
-                } else if name == "this" {
-                    self.node(ExprKind::This, start, end)
-                } else if name == "root" {
-                    self.node(ExprKind::Root, start, end)
-                } else {
-                    Err(ParseError::UnknownVariable { position: self.pos(start), name })
-                }
-            }
-            Tok::Ident(name) => {
-                let next = self.peek_at(1).tok;
-                if keyword(&name, "true") {
-                    self.bump();
-                    self.node(ExprKind::Lit(Value::Bool(true)), start, end)
-                } else if keyword(&name, "false") {
-                    self.bump();
-                    self.node(ExprKind::Lit(Value::Bool(false)), start, end)
-                } else if keyword(&name, "null") {
-                    self.bump();
-                    self.node(ExprKind::Lit(Value::Null), start, end)
-                } else if keyword(&name, "new") {
-                    Err(ParseError::Constructor { position: self.pos(start) })
-                } else if name == "T" && next == Tok::LParen {
-                    Err(ParseError::TypeReference { position: self.pos(start) })
-                } else if next == Tok::LParen {
-                    self.bump();
-                    self.check_method(&name, start)?;
-                    let (args, close) = self.parse_args()?;
-                    let kind = ExprKind::Method { target: None, name, args, safe: false };
-                    self.node(kind, start, close)
-                } else {
-                    self.bump();
-                    self.node(ExprKind::Name(name), start, end)
-                }
-            }
-            Tok::At | Tok::Amp => Err(ParseError::BeanReference { position: self.pos(start) }),
-            Tok::Assign => Err(ParseError::Assignment { position: self.pos(start) }),
-            _ => Err(self.unexpected(t, "a value")),
+            Tok::LBracket => self.parse_context_index(),
+            Tok::Var(_) => self.parse_var(),
+            Tok::Ident(_) => self.parse_word(),
+            _ => self.parse_literal(),
         }
     }
 
+    #[inline(never)]
+    fn parse_paren(&mut self) -> Result<Expr, ParseError> {
+        let open = self.bump();
+        let mut inner = self.parse_bp(0)?;
+        let close = self.expect(Tok::RParen, "')'")?;
+        inner.span = Span { start: open.start, end: close.end };
+        Ok(inner)
+    }
+
+    /// `['key']` at the start indexes the active context object, as in SpEL.
+    #[inline(never)]
+    fn parse_context_index(&mut self) -> Result<Expr, ParseError> {
+        let start = self.peek().start;
+        let this = self.node(ExprKind::This, start, start)?;
+        self.parse_index(this, false)
+    }
+
+    /// Number, string, or an error for anything else in value position.
+    #[inline(never)]
+    fn parse_literal(&mut self) -> Result<Expr, ParseError> {
+        let t = self.peek();
+        let value = match t.tok {
+            Tok::Int(i) => Value::from(i),
+            Tok::Float(f) => match serde_json::Number::from_f64(f) {
+                Some(n) => Value::Number(n),
+                None => {
+                    return Err(ParseError::BadNumber {
+                        position: self.pos(t.start),
+                        text: self.src.get(t.start..t.end).unwrap_or_default().to_string(),
+                        reason: "not finite".into(),
+                    });
+                }
+            },
+            Tok::Str(s) => Value::String(s),
+            Tok::At | Tok::Amp => return Err(ParseError::BeanReference { position: self.pos(t.start) }),
+            Tok::Assign => return Err(ParseError::Assignment { position: self.pos(t.start) }),
+            _ => return Err(self.unexpected(t, "a value")),
+        };
+        self.bump();
+        self.node(ExprKind::Lit(value), t.start, t.end)
+    }
+
+    /// `#this`, `#root` or `#helper(args)`.
+    #[inline(never)]
+    fn parse_var(&mut self) -> Result<Expr, ParseError> {
+        let t = self.bump();
+        let Tok::Var(name) = t.tok else { return Err(self.unexpected(t, "a variable")) };
+        let start = t.start;
+        if self.peek().tok == Tok::LParen {
+            let Some(helper) = Helper::from_name(&name) else {
+                return Err(ParseError::UnknownFunction { position: self.pos(start), name, known: Helper::all_names() });
+            };
+            let (args, close) = self.parse_args()?;
+            let (min, max) = helper.arity();
+            if args.len() < min || args.len() > max {
+                return Err(ParseError::Arity {
+                    position: self.pos(start),
+                    name,
+                    expected: helper.arity_text(),
+                    given: args.len(),
+                });
+            }
+            self.node(ExprKind::Call { helper, args }, start, close)
+        } else if name == "this" {
+            self.node(ExprKind::This, start, t.end)
+        } else if name == "root" {
+            self.node(ExprKind::Root, start, t.end)
+        } else {
+            Err(ParseError::UnknownVariable { position: self.pos(start), name })
+        }
+    }
+
+    /// A word in value position: `true`/`false`/`null`, the forbidden `new` and `T(`, a method
+    /// call on the active context, or a name.
+    #[inline(never)]
+    fn parse_word(&mut self) -> Result<Expr, ParseError> {
+        let t = self.peek();
+        let Tok::Ident(name) = t.tok else { return Err(self.unexpected(t, "a name")) };
+        let (start, end) = (t.start, t.end);
+        let next = self.peek_at(1).tok;
+        let literal = if keyword(&name, "true") {
+            Some(Value::Bool(true))
+        } else if keyword(&name, "false") {
+            Some(Value::Bool(false))
+        } else if keyword(&name, "null") {
+            Some(Value::Null)
+        } else {
+            None
+        };
+        if let Some(v) = literal {
+            self.bump();
+            return self.node(ExprKind::Lit(v), start, end);
+        }
+        if keyword(&name, "new") {
+            return Err(ParseError::Constructor { position: self.pos(start) });
+        }
+        if name == "T" && next == Tok::LParen {
+            return Err(ParseError::TypeReference { position: self.pos(start) });
+        }
+        self.bump();
+        if next == Tok::LParen {
+            return self.parse_method_call(None, name, start, false);
+        }
+        self.node(ExprKind::Name(name), start, end)
+    }
+
     /// Parses `{}` (empty list), `{:}` (empty map), `{a, b}` (list) or `{k: v}` (map).
+    #[inline(never)]
     fn parse_inline(&mut self) -> Result<Expr, ParseError> {
         let open = self.bump();
         let start = open.start;
@@ -527,35 +519,40 @@ impl Parser<'_> {
         }
         let is_map = matches!(self.peek().tok, Tok::Ident(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_))
             && self.peek_at(1).tok == Tok::Colon;
-        if is_map {
-            let mut entries: Vec<(String, Expr)> = Vec::new();
-            loop {
-                let k = self.bump();
-                let key = match k.tok {
-                    Tok::Ident(s) | Tok::Str(s) => s,
-                    Tok::Int(i) => i.to_string(),
-                    Tok::Float(f) => f.to_string(),
-                    _ => return Err(ParseError::BadMapKey { position: self.pos(k.start) }),
-                };
-                self.expect(Tok::Colon, "':' after the map key")?;
-                let value = self.parse_bp(0)?;
-                // Later keys win, as in a Java LinkedHashMap.
-                entries.retain(|(existing, _)| *existing != key);
-                entries.push((key, value));
-                let t = self.bump();
-                match t.tok {
-                    Tok::Comma => continue,
-                    Tok::RBrace => return self.node(ExprKind::Map(entries), start, t.end),
-                    _ => return Err(self.unexpected(t, "',' or '}' in the inline map")),
-                }
+        if is_map { self.parse_map_entries(start) } else { self.parse_list_items(start) }
+    }
+
+    fn parse_map_entries(&mut self, start: usize) -> Result<Expr, ParseError> {
+        let mut entries: Vec<(String, Expr)> = Vec::new();
+        loop {
+            let k = self.bump();
+            let key = match k.tok {
+                Tok::Ident(s) | Tok::Str(s) => s,
+                Tok::Int(i) => i.to_string(),
+                Tok::Float(f) => f.to_string(),
+                _ => return Err(ParseError::BadMapKey { position: self.pos(k.start) }),
+            };
+            self.expect(Tok::Colon, "':' after the map key")?;
+            let value = self.parse_bp(0)?;
+            // Later keys win, as in a Java LinkedHashMap.
+            entries.retain(|(existing, _)| *existing != key);
+            entries.push((key, value));
+            let t = self.bump();
+            match t.tok {
+                Tok::Comma => {}
+                Tok::RBrace => return self.node(ExprKind::Map(entries), start, t.end),
+                _ => return Err(self.unexpected(t, "',' or '}' in the inline map")),
             }
         }
+    }
+
+    fn parse_list_items(&mut self, start: usize) -> Result<Expr, ParseError> {
         let mut items = Vec::new();
         loop {
             items.push(self.parse_bp(0)?);
             let t = self.bump();
             match t.tok {
-                Tok::Comma => continue,
+                Tok::Comma => {}
                 Tok::RBrace => return self.node(ExprKind::List(items), start, t.end),
                 _ => return Err(self.unexpected(t, "',' or '}' in the inline list")),
             }
@@ -706,12 +703,21 @@ mod tests {
             format!("a{}", ".b".repeat(n)),
             format!("a{}", "[0]".repeat(n)),
             format!("{}1", "a ? b : ".repeat(n)),
-            format!("{}", "a[".repeat(n)),
-            format!("{}", "'x'.concat(".repeat(n)),
+            "a[".repeat(n),
+            "'x'.contains(".repeat(n),
+            "{a: ".repeat(n),
+            "#toInt(".repeat(n),
+            format!("{}1", "not ".repeat(n)),
+            format!("{}1", "a ?: ".repeat(n)),
+            format!("2{}", " ^ 2".repeat(n)),
+            format!("l{}", ".?[true]".repeat(n)),
+            format!("l{}", ".![x]".repeat(n)),
+            format!("l{}", "?.x".repeat(n)),
+            format!("{}1{}", "{1}.![".repeat(n), "]".repeat(n)),
         ];
         for src in inputs {
             let err = parse(&src).expect_err("must fail");
-            assert!(matches!(err, ParseError::TooDeep { .. } | ParseError::UnknownMethod { .. } | ParseError::Unexpected { .. }), "{err}");
+            assert!(matches!(err, ParseError::TooDeep { limit: 64, .. }), "{}: {err}", &src[..20]);
         }
         // Within the limit, nesting is fine.
         let ok = format!("{}1{}", "(".repeat(30), ")".repeat(30));

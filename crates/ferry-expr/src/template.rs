@@ -126,6 +126,22 @@ impl Template {
     /// Like [`Template::evaluate`], also returning the byte range of the failing `${...}`.
     pub(crate) fn evaluate_detailed(&self, ctx: &EvalContext<'_>) -> Result<Value, (EvalError, Range<usize>)> {
         let mut ev = Evaluator::new(ctx, &self.source);
+        self.run(&mut ev, ctx)
+    }
+
+    /// Like [`Template::evaluate_detailed`], adding the steps used to `steps`.
+    pub(crate) fn evaluate_counted(
+        &self,
+        ctx: &EvalContext<'_>,
+        steps: &mut u64,
+    ) -> Result<Value, (EvalError, Range<usize>)> {
+        let mut ev = Evaluator::new(ctx, &self.source);
+        let r = self.run(&mut ev, ctx);
+        *steps = steps.saturating_add(ev.steps());
+        r
+    }
+
+    fn run(&self, ev: &mut Evaluator<'_>, ctx: &EvalContext<'_>) -> Result<Value, (EvalError, Range<usize>)> {
         let scope = Scope { root: ctx.root, this: ctx.root, in_element: false };
         if let [Segment::Expr { range, expr }] = self.segments.as_slice() {
             return match ev.eval(expr, scope) {
@@ -136,12 +152,12 @@ impl Template {
         if !self.has_expressions() {
             return Ok(Value::String(self.source.clone()));
         }
+        let whole = Span { start: 0, end: self.source.len() };
         let mut out = String::new();
         for seg in &self.segments {
             match seg {
                 Segment::Text(t) => {
-                    let span = Span { start: 0, end: 0 };
-                    ev.check_len(out.len().saturating_add(t.len()), span).map_err(|e| (e, 0..self.source.len()))?;
+                    ev.check_len(out.len().saturating_add(t.len()), whole).map_err(|e| (e, whole.start..whole.end))?;
                     out.push_str(t);
                 }
                 Segment::Expr { range, expr } => {

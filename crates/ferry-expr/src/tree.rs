@@ -13,15 +13,31 @@ use crate::template::{Template, contains_expression};
 /// Longest expression text kept in a [`FieldError`].
 const MAX_ERROR_EXPRESSION: usize = 500;
 
+/// How many times `max_steps` one [`evaluate_tree`] call may use across all its fields.
+pub const TREE_STEP_FACTOR: u64 = 10;
+
 /// Evaluate every string inside a JSON tree that contains `${`. Errors carry the JSON path of
 /// the field (e.g. `payload.items[2].name`) and the expression text. On error the original text
 /// stays in place (Spinnaker's behaviour) and evaluation continues with the other fields; all
-/// errors are returned. Map keys are not evaluated. Each field gets its own step budget.
+/// errors are returned. Map keys are not evaluated.
+///
+/// Each field may use `max_steps`; the whole tree may use [`TREE_STEP_FACTOR`] times that.
+/// Once the tree's budget is spent, the remaining fields are left as they are and reported.
 pub fn evaluate_tree(value: &Value, ctx: &EvalContext<'_>) -> (Value, Vec<FieldError>) {
     let mut errors = Vec::new();
     let mut path = String::new();
+    let budget = ctx.limits.max_steps.saturating_mul(TREE_STEP_FACTOR);
+    let mut used = 0u64;
     let out = walk(value, &mut path, &mut errors, &mut |s, path, errors| {
-        match evaluate_field(s, ctx) {
+        let result = if used >= budget {
+            Err((
+                shorten(s, MAX_ERROR_EXPRESSION),
+                format!("not evaluated: the expressions in this tree used more than {budget} steps in total"),
+            ))
+        } else {
+            evaluate_field(s, ctx, &mut used)
+        };
+        match result {
             Ok(v) => v,
             Err(e) => {
                 errors.push(FieldError { path: path.to_string(), expression: e.0, message: e.1 });
@@ -56,10 +72,11 @@ fn excerpt(s: &str, range: Range<usize>) -> String {
     shorten(s.get(range).unwrap_or(s), MAX_ERROR_EXPRESSION)
 }
 
-/// Parses and evaluates one field; on error returns (expression text, message).
-fn evaluate_field(s: &str, ctx: &EvalContext<'_>) -> Result<Value, (String, String)> {
+/// Parses and evaluates one field, adding its steps to `used`; on error returns (expression
+/// text, message).
+fn evaluate_field(s: &str, ctx: &EvalContext<'_>, used: &mut u64) -> Result<Value, (String, String)> {
     let t = Template::parse_detailed(s, &ctx.limits).map_err(|(e, r)| (excerpt(s, r), e.to_string()))?;
-    t.evaluate_detailed(ctx).map_err(|(e, r)| (excerpt(s, r), e.to_string()))
+    t.evaluate_counted(ctx, used).map_err(|(e, r)| (excerpt(s, r), e.to_string()))
 }
 
 /// Appends a map key to a path: `a.b` for plain names, `a['x.y']` otherwise.
@@ -162,6 +179,21 @@ mod tests {
         let (out, errors) = evaluate_tree(&json!(["${1+1}", "${'it''s'}"]), &ctx);
         assert_eq!(out, json!([2, "it's"]));
         assert!(errors.is_empty());
+    }
+
+    #[test]
+    fn the_whole_tree_shares_a_step_budget() {
+        let root = json!({"l": (0..300).collect::<Vec<_>>()});
+        let mut ctx = EvalContext::new(&root, &NullHost);
+        ctx.limits.max_steps = 2_000;
+        // Each field costs ~1,200 steps: under the per-field limit, but 20 of them exceed the
+        // tree's budget of 20,000.
+        let tree = Value::Array(vec![json!("${l.?[#this > 1000].size()}"); 20]);
+        let (out, errors) = evaluate_tree(&tree, &ctx);
+        assert_eq!(out[0], json!(0));
+        assert!(!errors.is_empty() && errors.len() < 20, "{}", errors.len());
+        assert!(errors.iter().all(|e| e.message.contains("used more than 20000 steps in total")));
+        assert_eq!(errors.last().map(|e| e.path.as_str()), Some("[19]"));
     }
 
     #[test]

@@ -98,13 +98,9 @@ pub(crate) fn deep_eq(a: &Value, b: &Value, budget: u64) -> (bool, u64) {
                 cost += (x.len() / BYTES_PER_STEP) as u64;
                 x == y
             }
-            (Value::Array(x), Value::Array(y)) => {
-                if x.len() == y.len() {
-                    stack.extend(x.iter().zip(y.iter()));
-                    true
-                } else {
-                    false
-                }
+            (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+                stack.extend(x.iter().zip(y.iter()));
+                true
             }
             (Value::Object(x), Value::Object(y)) => {
                 if x.len() != y.len() {

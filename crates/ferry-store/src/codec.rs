@@ -5,7 +5,8 @@
 //! values come back exactly as written on both backends.
 
 use ferry_core::{Application, Execution, StageDef, StageExecution, Status, StoreError, Trigger};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 /// `executions.spec`: the parts of an execution written once, at creation.
@@ -30,17 +31,16 @@ const NOT_IN_BODY: [&str; 3] = ["stages", "stageDefs", "trigger"];
 /// `executions.body`: the execution's document without its stages, stage definitions and
 /// trigger. The header columns (status, times, …) are copies of fields kept here too, for
 /// queries; reads take the document from here, so a field added to `Execution` is stored
-/// without a schema change.
+/// without a schema change. This is on the engine's hot path: the text is written straight from
+/// the struct, without building a `Value` and without serializing the stages.
 pub(crate) fn execution_body(e: &Execution) -> Result<String, StoreError> {
-    let mut doc = match serde_json::to_value(e) {
-        Ok(Value::Object(doc)) => doc,
-        Ok(_) => Map::new(),
-        Err(err) => return Err(encode_error("execution", err)),
-    };
-    for key in NOT_IN_BODY {
-        doc.remove(key);
-    }
-    to_json("execution body", &doc)
+    to_json(
+        "execution body",
+        &Without {
+            value: e,
+            skip: &NOT_IN_BODY,
+        },
+    )
 }
 
 /// Reassembles an execution from `executions.body`, `executions.spec` and its stages.
@@ -78,6 +78,141 @@ pub(crate) fn application_from(
         updated_at,
         ..app
     })
+}
+
+/// Serializes a struct leaving out the named fields (by their serialized names). Meant for
+/// serde_json, which ignores the field-count hint of `serialize_struct`.
+struct Without<'a, T: ?Sized> {
+    value: &'a T,
+    skip: &'static [&'static str],
+}
+
+impl<T: Serialize + ?Sized> Serialize for Without<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(SkipFields {
+            inner: serializer,
+            skip: self.skip,
+        })
+    }
+}
+
+/// A serializer that forwards everything to `inner` except the fields of the outermost struct
+/// named in `skip`.
+struct SkipFields<S> {
+    inner: S,
+    skip: &'static [&'static str],
+}
+
+struct SkipStruct<S> {
+    inner: S,
+    skip: &'static [&'static str],
+}
+
+impl<S: SerializeStruct> SerializeStruct for SkipStruct<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: ?Sized + Serialize>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), S::Error> {
+        if self.skip.contains(&key) {
+            Ok(())
+        } else {
+            self.inner.serialize_field(key, value)
+        }
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+/// Forwards `Serializer` methods that take plain arguments to the inner serializer.
+macro_rules! forward {
+    ($($method:ident($($arg:ident: $ty:ty),*) -> $ret:ty;)*) => {
+        $(fn $method(self, $($arg: $ty),*) -> Result<$ret, S::Error> {
+            self.inner.$method($($arg),*)
+        })*
+    };
+}
+
+impl<S: Serializer> Serializer for SkipFields<S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+    type SerializeSeq = S::SerializeSeq;
+    type SerializeTuple = S::SerializeTuple;
+    type SerializeTupleStruct = S::SerializeTupleStruct;
+    type SerializeTupleVariant = S::SerializeTupleVariant;
+    type SerializeMap = S::SerializeMap;
+    type SerializeStruct = SkipStruct<S::SerializeStruct>;
+    type SerializeStructVariant = S::SerializeStructVariant;
+
+    forward! {
+        serialize_bool(v: bool) -> S::Ok;
+        serialize_i8(v: i8) -> S::Ok;
+        serialize_i16(v: i16) -> S::Ok;
+        serialize_i32(v: i32) -> S::Ok;
+        serialize_i64(v: i64) -> S::Ok;
+        serialize_u8(v: u8) -> S::Ok;
+        serialize_u16(v: u16) -> S::Ok;
+        serialize_u32(v: u32) -> S::Ok;
+        serialize_u64(v: u64) -> S::Ok;
+        serialize_f32(v: f32) -> S::Ok;
+        serialize_f64(v: f64) -> S::Ok;
+        serialize_char(v: char) -> S::Ok;
+        serialize_str(v: &str) -> S::Ok;
+        serialize_bytes(v: &[u8]) -> S::Ok;
+        serialize_none() -> S::Ok;
+        serialize_unit() -> S::Ok;
+        serialize_unit_struct(name: &'static str) -> S::Ok;
+        serialize_unit_variant(name: &'static str, index: u32, variant: &'static str) -> S::Ok;
+        serialize_seq(len: Option<usize>) -> S::SerializeSeq;
+        serialize_tuple(len: usize) -> S::SerializeTuple;
+        serialize_tuple_struct(name: &'static str, len: usize) -> S::SerializeTupleStruct;
+        serialize_tuple_variant(
+            name: &'static str, index: u32, variant: &'static str, len: usize
+        ) -> S::SerializeTupleVariant;
+        serialize_map(len: Option<usize>) -> S::SerializeMap;
+        serialize_struct_variant(
+            name: &'static str, index: u32, variant: &'static str, len: usize
+        ) -> S::SerializeStructVariant;
+    }
+
+    fn serialize_some<T: ?Sized + Serialize>(self, v: &T) -> Result<S::Ok, S::Error> {
+        self.inner.serialize_some(v)
+    }
+
+    fn serialize_newtype_struct<T: ?Sized + Serialize>(
+        self,
+        name: &'static str,
+        v: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.inner.serialize_newtype_struct(name, v)
+    }
+
+    fn serialize_newtype_variant<T: ?Sized + Serialize>(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        v: &T,
+    ) -> Result<S::Ok, S::Error> {
+        self.inner
+            .serialize_newtype_variant(name, index, variant, v)
+    }
+
+    fn serialize_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStruct, S::Error> {
+        Ok(SkipStruct {
+            inner: self.inner.serialize_struct(name, len)?,
+            skip: self.skip,
+        })
+    }
 }
 
 fn encode_error(what: &str, e: serde_json::Error) -> StoreError {
@@ -195,6 +330,15 @@ mod tests {
             assert!(!body.contains(key), "{key} in {body}");
         }
         assert!(body.contains("\"pipelineConfigId\":\"p\""), "{body}");
+        let mut via_value = serde_json::to_value(&e).unwrap();
+        for key in NOT_IN_BODY {
+            via_value.as_object_mut().unwrap().shift_remove(key);
+        }
+        assert_eq!(
+            body,
+            via_value.to_string(),
+            "same text as removing the keys from the value"
+        );
         let spec = to_json(
             "spec",
             &ExecutionSpec {

@@ -6,7 +6,7 @@ use crate::codec::{
     ExecutionSpec, application_from, canonical_json, execution_body, execution_from, from_json,
     status, to_json,
 };
-use ferry_core::{
+use ferry_core::{ExecutionWrite, 
     Application, Execution, ExecutionFilter, ExecutionSummary, Pipeline, PipelineRecord,
     QueuedCommand, StageExecution, Status, StoreError, StoreResult,
 };
@@ -134,7 +134,7 @@ macro_rules! pipeline_latest {
     };
 }
 
-/// Default and maximum of [`ExecutionFilter::limit`].
+/// What [`ExecutionFilter::limit`] 0 means.
 const DEFAULT_LIST_LIMIT: usize = 100;
 
 /// The shared implementation. `writer` takes every write; `reader` every read outside a write.
@@ -578,46 +578,9 @@ where
     }
 
     pub async fn create_execution(&self, e: &Execution, ack: Option<i64>) -> StoreResult<()> {
-        let spec = to_json(
-            "execution spec",
-            &ExecutionSpec {
-                trigger: &e.trigger,
-                stage_defs: &e.stage_defs,
-            },
-        )?;
-        let body = execution_body(e)?;
-        let mut tx = self.begin_write().await?;
-        sqlx::query(
-            "INSERT INTO executions (id, application, pipeline_config_id, name, status, build_time, \
-             start_time, end_time, trigger_type, trigger_user, spec, body, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        )
-        .bind(e.id.as_str())
-        .bind(e.application.as_str())
-        .bind(e.pipeline_config_id.as_str())
-        .bind(e.name.as_str())
-        .bind(e.status.as_str())
-        .bind(e.build_time)
-        .bind(e.start_time)
-        .bind(e.end_time)
-        .bind(e.trigger.trigger_type.as_str())
-        .bind(e.trigger.user.as_str())
-        .bind(spec)
-        .bind(body)
-        .bind(ferry_core::now_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(|err| match db_error(err) {
-            StoreError::Conflict(_) => {
-                StoreError::Conflict(format!("execution {} already exists", e.id))
-            }
-            other => other,
-        })?;
-        for (idx, stage) in e.stages.iter().enumerate() {
-            Self::write_stage(&mut tx, &e.id, idx, stage).await?;
-        }
-        Self::ack_in(&mut tx, ack).await?;
-        tx.commit().await.map_err(db_error)
+        let acks: Vec<i64> = ack.into_iter().collect();
+        let write = ExecutionWrite { execution: e, create: true, changed_stages: &[], acks: &acks };
+        self.write_executions(&[write]).await
     }
 
     pub async fn update_execution(
@@ -626,44 +589,107 @@ where
         changed_stages: &[usize],
         ack: Option<i64>,
     ) -> StoreResult<()> {
+        let acks: Vec<i64> = ack.into_iter().collect();
+        let write = ExecutionWrite { execution: e, create: false, changed_stages, acks: &acks };
+        self.write_executions(&[write]).await
+    }
+
+    /// Writes every change in one transaction (the engine's group commit).
+    pub async fn write_executions(&self, writes: &[ExecutionWrite<'_>]) -> StoreResult<()> {
         // Encode everything before taking the write lock.
-        let body = execution_body(e)?;
-        let mut stages = Vec::with_capacity(changed_stages.len());
-        for &idx in changed_stages {
-            let stage = e.stages.get(idx).ok_or_else(|| {
-                StoreError::Conflict(format!(
-                    "execution {} has {} stages; cannot write stage index {idx}",
-                    e.id,
-                    e.stages.len()
-                ))
-            })?;
-            stages.push((idx, stage));
+        let mut encoded = Vec::with_capacity(writes.len());
+        for w in writes {
+            let e = w.execution;
+            let spec = if w.create {
+                Some(to_json(
+                    "execution spec",
+                    &ExecutionSpec {
+                        trigger: &e.trigger,
+                        stage_defs: &e.stage_defs,
+                    },
+                )?)
+            } else {
+                None
+            };
+            let body = execution_body(e)?;
+            let indexes: Vec<usize> = if w.create {
+                (0..e.stages.len()).collect()
+            } else {
+                w.changed_stages.to_vec()
+            };
+            let mut stages = Vec::with_capacity(indexes.len());
+            for idx in indexes {
+                let stage = e.stages.get(idx).ok_or_else(|| {
+                    StoreError::Conflict(format!(
+                        "execution {} has {} stages; cannot write stage index {idx}",
+                        e.id,
+                        e.stages.len()
+                    ))
+                })?;
+                stages.push((idx, stage));
+            }
+            encoded.push((w, spec, body, stages));
         }
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE executions SET status = $2, start_time = $3, end_time = $4, body = $5, \
-             updated_at = $6 WHERE id = $1",
-        )
-        .bind(e.id.as_str())
-        .bind(e.status.as_str())
-        .bind(e.start_time)
-        .bind(e.end_time)
-        .bind(body)
-        .bind(ferry_core::now_millis())
-        .execute(&mut *tx)
-        .await
-        .map_err(db_error)?;
-        if DB::rows_affected(&done) == 0 {
-            // Dropping the transaction rolls it back: the ack is not applied either.
-            return Err(StoreError::Conflict(format!(
-                "execution {} does not exist",
-                e.id
-            )));
+        let now = ferry_core::now_millis();
+        for (w, spec, body, stages) in encoded {
+            let e = w.execution;
+            if let Some(spec) = spec {
+                sqlx::query(
+                    "INSERT INTO executions (id, application, pipeline_config_id, name, status, build_time, \
+                     start_time, end_time, trigger_type, trigger_user, spec, body, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                )
+                .bind(e.id.as_str())
+                .bind(e.application.as_str())
+                .bind(e.pipeline_config_id.as_str())
+                .bind(e.name.as_str())
+                .bind(e.status.as_str())
+                .bind(e.build_time)
+                .bind(e.start_time)
+                .bind(e.end_time)
+                .bind(e.trigger.trigger_type.as_str())
+                .bind(e.trigger.user.as_str())
+                .bind(spec)
+                .bind(body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(|err| match db_error(err) {
+                    StoreError::Conflict(_) => {
+                        StoreError::Conflict(format!("execution {} already exists", e.id))
+                    }
+                    other => other,
+                })?;
+            } else {
+                let done = sqlx::query(
+                    "UPDATE executions SET status = $2, start_time = $3, end_time = $4, body = $5, \
+                     updated_at = $6 WHERE id = $1",
+                )
+                .bind(e.id.as_str())
+                .bind(e.status.as_str())
+                .bind(e.start_time)
+                .bind(e.end_time)
+                .bind(body)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                if DB::rows_affected(&done) == 0 {
+                    // Dropping the transaction rolls it back: nothing in the batch is applied.
+                    return Err(StoreError::Conflict(format!(
+                        "execution {} does not exist",
+                        e.id
+                    )));
+                }
+            }
+            for (idx, stage) in stages {
+                Self::write_stage(&mut tx, &e.id, idx, stage).await?;
+            }
+            for &ack in w.acks {
+                Self::ack_in(&mut tx, Some(ack)).await?;
+            }
         }
-        for (idx, stage) in stages {
-            Self::write_stage(&mut tx, &e.id, idx, stage).await?;
-        }
-        Self::ack_in(&mut tx, ack).await?;
         tx.commit().await.map_err(db_error)
     }
 

@@ -18,14 +18,17 @@
 //!
 //! | table | key | columns | JSON |
 //! |---|---|---|---|
-//! | `applications` | `name` | `created_at`, `updated_at` | `body`: email, description, owners |
+//! | `applications` | `name` | `created_at`, `updated_at` | `body`: the application (its times are read from the columns) |
 //! | `pipelines` | `id`; unique (`application`, `name`) | `version` (latest), `created_at`, `updated_at` | — |
 //! | `pipeline_versions` | (`pipeline_id`, `version`) | `updated_by`, `updated_at` | `spec`: the document, with `id` |
-//! | `executions` | `id` | `application`, `pipeline_config_id`, `name`, `status`, `build_time`, `start_time`, `end_time`, `trigger_type`, `trigger_user`, `updated_at` | `spec`: trigger and stage definitions (written once); `body`: the other header fields |
-//! | `stages` | (`execution_id`, `idx`) | `id`, `ref_id`, `status` | `body`: the rest of the stage (context, outputs, tasks, times, messages, restart details, attempt) |
+//! | `executions` | `id` | `application`, `pipeline_config_id`, `name`, `status`, `build_time`, `start_time`, `end_time`, `trigger_type`, `trigger_user`, `updated_at` | `spec`: trigger and stage definitions (written once, at creation); `body`: the execution without stages, stage definitions and trigger |
+//! | `stages` | (`execution_id`, `idx`) | `id`, `ref_id`, `status` | `body`: the whole stage |
 //! | `queue` | `id` (auto-increment, never reused) | `execution_id`, `created_at` | `payload` |
 //! | `probe` | `id` | `n` | — |
 //!
+//! Reads rebuild executions and stages from the JSON; the columns next to it are copies written
+//! in the same statement, there for filtering and ordering. So a field added to `Execution` or
+//! `StageExecution` (with a serde default) is stored without a schema change.
 //! Executions are indexed on (`application`, `build_time`), (`pipeline_config_id`,
 //! `build_time`) and (`status`). Listings read only `executions` columns: no JSON is parsed and
 //! no stage row is read. Migrations are embedded in the binary and applied at start-up through
@@ -34,7 +37,7 @@
 //!
 //! # What is atomic
 //!
-//! Every [`Store`](ferry_core::Store) method is one transaction (or one statement). In
+//! Every [`Store`] method is one transaction (or one statement). In
 //! particular:
 //!
 //! - `create_execution` writes the execution row, every stage row and removes the acknowledged
@@ -60,9 +63,10 @@
 //!   a process kill **and** an OS crash or power loss. `NORMAL` would only sync at checkpoints:
 //!   it survives a process kill but may lose the last commits on an OS crash, which for a
 //!   deployment engine means re-running a step that already deployed. The cost is one fsync
-//!   per commit, which bounds the commit rate by the disk's sync latency (see
-//!   [`Store::probe_write`](ferry_core::Store::probe_write) for measuring it); the engine
-//!   writes one commit per state transition, far below that bound.
+//!   per commit, so the commit rate is bounded by the disk's sync latency
+//!   ([`Store::probe_write`] measures it). On the 2-core development machine (release build)
+//!   that was about 2,600–3,400 probe writes/s and 1,300–1,900 `update_execution`/s
+//!   (0.5–0.8 ms each, one changed stage); the engine commits once per state transition.
 //! - One writer connection (a pool of one): SQLite allows one writer at a time anyway, and
 //!   queueing writers in the pool instead of in SQLite's lock means no SQLITE_BUSY inside the
 //!   process. Write transactions start with `BEGIN IMMEDIATE`. `busy_timeout` (10 s) covers
@@ -225,6 +229,16 @@ macro_rules! delegate_store {
             ) -> ferry_core::StoreResult<()> {
                 self.core
                     .update_execution(execution, changed_stages, ack)
+                    .await
+                    .map_err(|e| self.scrub(e))
+            }
+
+            async fn write_executions(
+                &self,
+                writes: &[ferry_core::ExecutionWrite<'_>],
+            ) -> ferry_core::StoreResult<()> {
+                self.core
+                    .write_executions(writes)
                     .await
                     .map_err(|e| self.scrub(e))
             }

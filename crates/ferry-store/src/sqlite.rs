@@ -209,36 +209,48 @@ mod tests {
         }
     }
 
+    /// A child process (this test binary, re-run with an environment variable) commits, says
+    /// so, and is killed with SIGKILL without closing anything; every commit must be readable.
     #[tokio::test]
     async fn a_kill_loses_no_commit() {
-        // A child process writes and is killed without closing anything; the parent reads.
+        const DONE: &str = "FERRY_STORE_CHILD_DONE";
         if let Ok(path) = std::env::var("FERRY_STORE_KILL_CHILD") {
             let store = SqliteStore::open(Path::new(&path)).await.unwrap();
             for i in 0..20 {
                 let e = testkit::sample_execution("app-kill", "p", &format!("kill-{i:02}"), i);
                 store.create_execution(&e, None).await.unwrap();
             }
-            println!("FERRY_STORE_CHILD_DONE");
-            std::process::abort();
+            println!("{DONE}");
+            // Wait to be killed, connections open.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            return;
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.db");
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
                 "sqlite::tests::a_kill_loses_no_commit",
                 "--nocapture",
             ])
             .env("FERRY_STORE_KILL_CHILD", &path)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            stdout.contains("FERRY_STORE_CHILD_DONE"),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(!out.status.success(), "the child must have been killed");
+        let stdout = child.stdout.take().unwrap();
+        let saw_done = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .any(|line| line.contains(DONE))
+        })
+        .await
+        .unwrap();
+        child.kill().unwrap();
+        let status = child.wait().unwrap();
+        assert!(saw_done, "the child did not finish writing ({status})");
+        assert!(!status.success(), "the child must have been killed");
         let store = SqliteStore::open(&path).await.unwrap();
         for i in 0..20 {
             let want = testkit::sample_execution("app-kill", "p", &format!("kill-{i:02}"), i);

@@ -1,0 +1,401 @@
+//! The command line, declared once with clap's derive: every command, flag, environment
+//! variable and help text (each command's help ends with examples).
+
+use crate::params::{Param, parse_param};
+use crate::render::Output;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
+use std::path::PathBuf;
+
+/// The default server URL.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8084";
+/// The default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8084";
+
+const ROOT_EXAMPLES: &str = "\
+Examples:
+  ferry server                                   # API on http://127.0.0.1:8084
+  ferry apply -f examples/core/                  # applications and pipelines
+  ferry run shop release -p version=1.4.2 --wait # run and follow; exit 0 only on SUCCEEDED
+  ferry get executions -a shop
+  ferry demo                                     # everything above, in one process
+
+The CLI on the server's machine finds the admin token in the data directory by itself.
+Elsewhere set FERRY_SERVER and FERRY_TOKEN.";
+
+/// Ferry: continuous delivery in one small binary.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, after_help = ROOT_EXAMPLES, propagate_version = true)]
+pub struct Cli {
+    /// URL of the Ferry server to talk to.
+    #[arg(long, global = true, env = "FERRY_SERVER", default_value = DEFAULT_SERVER, value_name = "URL")]
+    pub server: String,
+
+    /// API token. Default: the local admin token in the data directory (admin.token).
+    #[arg(long, global = true, env = "FERRY_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Data directory (database, admin token, script work directories).
+    /// Default: $XDG_DATA_HOME/ferry, else ~/.local/share/ferry.
+    #[arg(long, global = true, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Write logs (stderr) as JSON lines instead of text. The level comes from RUST_LOG.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Ferry server (API, engine, store).
+    #[command(after_help = "\
+Examples:
+  ferry server
+  ferry server --listen 0.0.0.0:8084 --data-dir /var/lib/ferry
+  ferry server --database-url postgres://ferry@db:5432/ferry
+  ferry server --allow-network 10.0.0.0/8 --allow-url-host config.example.com
+
+Prints one line when ready: `ferry ready on http://ADDR (data: DIR, store: sqlite|postgres)`.
+The admin token is created at first start in DIR/admin.token (readable only by its owner).
+Stops on Ctrl-C or SIGTERM; running pipelines resume at the next start.")]
+    Server(ServerArgs),
+
+    /// Create or update applications and pipelines from YAML or JSON files (all or nothing).
+    #[command(after_help = "\
+Examples:
+  ferry apply -f examples/core/          # every *.yaml, *.yml and *.json file in the directory
+  ferry apply -f shop.yaml -f release.json
+  cat pipeline.json | ferry apply -f -
+
+A document says what it is with `kind: Application` or `kind: Pipeline`; a Spinnaker pipeline
+JSON (with `stages`) is accepted as it is. If any document is invalid nothing is stored and
+every problem is printed as FILE: documents[i].path: message.")]
+    Apply(FilesArgs),
+
+    /// Check documents offline (no server): prints every problem with its file and path.
+    #[command(after_help = "\
+Examples:
+  ferry validate -f examples/core/
+  ferry validate -f my-pipeline.json
+
+Applications that pipelines name are assumed to exist. Exit code 1 if anything is invalid.")]
+    Validate(FilesArgs),
+
+    /// List applications, pipelines or executions.
+    #[command(after_help = "\
+Examples:
+  ferry get applications
+  ferry get pipelines -a shop -o yaml
+  ferry get executions -a shop --status RUNNING,PAUSED --limit 20
+  ferry get ex -o json
+
+Resources: applications (app, apps), pipelines (pipeline, pl), executions (execution, ex).
+Times are UTC.")]
+    Get(GetArgs),
+
+    /// Run a pipeline; with --wait, follow it until it ends.
+    #[command(after_help = "\
+Examples:
+  ferry run shop release
+  ferry run shop release -p version=1.4.2 -p ferryUrl=http://127.0.0.1:8084 --wait
+  ID=$(ferry run shop release)
+
+Prints the execution id. With --wait, prints a line each time a stage changes status and the
+outcome at the end; the exit code is 0 only when the execution SUCCEEDED.")]
+    Run(RunArgs),
+
+    /// Inspect or act on one execution.
+    #[command(subcommand, after_help = "\
+Examples:
+  ferry execution get 01HXYZ...
+  ferry execution cancel 01HXYZ... --reason \"wrong version\"
+  ferry execution pause 01HXYZ...
+  ferry execution resume 01HXYZ...
+  ferry execution restart-stage 01HXYZ... 3")]
+    Execution(ExecutionCommand),
+
+    /// Continue or stop a manual judgment stage.
+    #[command(after_help = "\
+Examples:
+  ferry judge 01HXYZ... 4 --continue
+  ferry judge 01HXYZ... \"Approve release\" --continue --input ship
+  ferry judge 01HXYZ... 4 --stop
+
+STAGE is the stage's refId, id or name.")]
+    Judge(JudgeArgs),
+
+    /// Start Ferry in this process, run the example pipeline, and keep serving.
+    #[command(after_help = "\
+Examples:
+  ferry demo                       # judge the manual judgment automatically, then keep serving
+  ferry demo --wait-for-judgment   # print the `ferry judge` command and wait for you
+  ferry demo --exit                # exit with the pipeline's result instead of serving on
+
+Data goes to <data dir>/demo unless --data-dir is given, so the demo never touches the data of
+a real `ferry server`. The examples (application `shop`, pipeline `release`) are built in.")]
+    Demo(DemoArgs),
+}
+
+/// `ferry server`.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on; port 0 picks a free port (the ready line tells which).
+    #[arg(long, env = "FERRY_LISTEN", default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: String,
+
+    /// Use this database instead of SQLite in the data directory (postgres://… or sqlite://path).
+    #[arg(long, env = "FERRY_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Let webhooks (and #fromUrl) reach this private network, e.g. 10.0.0.0/8. Repeatable.
+    /// Without it only public internet addresses are reachable.
+    #[arg(long = "allow-network", value_name = "CIDR")]
+    pub allow_networks: Vec<IpNet>,
+
+    /// Let #fromUrl fetch from this host (exact name or *.example.com). Repeatable.
+    /// Without it #fromUrl is refused.
+    #[arg(long = "allow-url-host", value_name = "HOST")]
+    pub allow_url_hosts: Vec<String>,
+
+    /// Largest request body accepted, in bytes (larger gets 413).
+    #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES, value_name = "N")]
+    pub max_body_bytes: usize,
+}
+
+/// `-f` for `apply` and `validate`.
+#[derive(Debug, Args)]
+pub struct FilesArgs {
+    /// A YAML or JSON file, a directory of them, or - for standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", required = true, value_name = "FILE|DIR")]
+    pub files: Vec<PathBuf>,
+}
+
+/// What `get` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Resource {
+    /// Applications.
+    #[value(alias = "application", alias = "apps", alias = "app")]
+    Applications,
+    /// Pipelines (latest versions).
+    #[value(alias = "pipeline", alias = "pl")]
+    Pipelines,
+    /// Executions, newest first.
+    #[value(alias = "execution", alias = "ex")]
+    Executions,
+}
+
+/// `ferry get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// applications, pipelines or executions.
+    pub resource: Resource,
+
+    /// Only this one (application name, pipeline name or id, execution id).
+    pub name: Option<String>,
+
+    /// Only this application's.
+    #[arg(short = 'a', long = "application", value_name = "APP")]
+    pub application: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+
+    /// Executions only: these statuses, comma-separated (RUNNING, SUCCEEDED, TERMINAL, …).
+    #[arg(long, value_name = "S")]
+    pub status: Option<String>,
+
+    /// Executions only: at most this many (server default 100).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+/// `ferry run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Application.
+    pub application: String,
+
+    /// Pipeline name.
+    pub pipeline: String,
+
+    /// A parameter, key=value. Repeatable.
+    #[arg(short = 'p', long = "parameter", value_name = "KEY=VALUE", value_parser = parse_param)]
+    pub parameters: Vec<Param>,
+
+    /// Follow the execution until it ends; exit 0 only if it SUCCEEDED.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// Output format (with --wait, json and yaml print the final execution; progress goes to stderr).
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+/// `ferry execution …`.
+#[derive(Debug, Subcommand)]
+pub enum ExecutionCommand {
+    /// Show an execution and its stages.
+    #[command(after_help = "Examples:\n  ferry execution get 01HXYZ...\n  ferry execution get 01HXYZ... -o json")]
+    Get {
+        /// Execution id.
+        id: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Cancel a running execution (running stages are told to stop).
+    #[command(after_help = "Examples:\n  ferry execution cancel 01HXYZ... --reason \"wrong version\"")]
+    Cancel {
+        /// Execution id.
+        id: String,
+        /// Why, recorded on the execution.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Pause a running execution.
+    #[command(after_help = "Examples:\n  ferry execution pause 01HXYZ...")]
+    Pause {
+        /// Execution id.
+        id: String,
+    },
+    /// Resume a paused execution.
+    #[command(after_help = "Examples:\n  ferry execution resume 01HXYZ...")]
+    Resume {
+        /// Execution id.
+        id: String,
+    },
+    /// Restart a stage and everything downstream of it.
+    #[command(after_help = "Examples:\n  ferry execution restart-stage 01HXYZ... 3\n  ferry execution restart-stage 01HXYZ... Deploy")]
+    RestartStage {
+        /// Execution id.
+        id: String,
+        /// The stage's refId, id or name.
+        stage: String,
+    },
+}
+
+/// `ferry judge`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("decision").required(true).args(["proceed", "stop"])))]
+pub struct JudgeArgs {
+    /// Execution id.
+    pub execution: String,
+
+    /// The manual judgment stage: refId, id or name.
+    pub stage: String,
+
+    /// Let the pipeline continue.
+    #[arg(long = "continue")]
+    pub proceed: bool,
+
+    /// Stop the pipeline.
+    #[arg(long)]
+    pub stop: bool,
+
+    /// The chosen judgment input (one of the stage's judgmentInputs).
+    #[arg(long, value_name = "VALUE")]
+    pub input: Option<String>,
+}
+
+/// `ferry demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = DEFAULT_LISTEN, value_name = "ADDR")]
+    pub listen: String,
+
+    /// Do not judge the manual judgment automatically: print the command and wait for it.
+    #[arg(long)]
+    pub wait_for_judgment: bool,
+
+    /// Exit when the pipeline ends (code 0 only if it SUCCEEDED) instead of serving on.
+    #[arg(long)]
+    pub exit: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("ferry").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_parameters() {
+        let cli = parse(&["run", "shop", "release", "-p", "a=1", "--parameter", "b=x=y", "--wait"]).unwrap();
+        let Command::Run(r) = cli.command else { panic!("not run") };
+        assert_eq!(r.parameters.len(), 2);
+        assert_eq!(r.parameters[1].value, "x=y");
+        assert!(r.wait);
+        let err = parse(&["run", "shop", "release", "-p", "novalue"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("expected key=value"), "{err}");
+    }
+
+    #[test]
+    fn get_aliases_and_flags() {
+        for (word, want) in [
+            ("apps", Resource::Applications),
+            ("application", Resource::Applications),
+            ("pl", Resource::Pipelines),
+            ("pipeline", Resource::Pipelines),
+            ("ex", Resource::Executions),
+            ("executions", Resource::Executions),
+        ] {
+            let cli = parse(&["get", word]).unwrap();
+            let Command::Get(g) = cli.command else { panic!("not get") };
+            assert_eq!(g.resource, want, "{word}");
+        }
+        let cli = parse(&["get", "ex", "-a", "shop", "-o", "yaml", "--status", "RUNNING", "--limit", "5"]).unwrap();
+        let Command::Get(g) = cli.command else { panic!("not get") };
+        assert_eq!((g.application.as_deref(), g.output, g.limit), (Some("shop"), Output::Yaml, Some(5)));
+        assert!(parse(&["get", "widgets"]).is_err());
+        assert!(parse(&["get", "ex", "-o", "xml"]).is_err());
+    }
+
+    #[test]
+    fn judge_needs_exactly_one_decision() {
+        assert!(parse(&["judge", "e", "4"]).is_err());
+        assert!(parse(&["judge", "e", "4", "--continue", "--stop"]).is_err());
+        let cli = parse(&["judge", "e", "4", "--continue", "--input", "ship"]).unwrap();
+        let Command::Judge(j) = cli.command else { panic!("not judge") };
+        assert!(j.proceed && !j.stop);
+        assert_eq!(j.input.as_deref(), Some("ship"));
+    }
+
+    #[test]
+    fn global_flags_go_anywhere_and_server_flags_parse() {
+        let cli = parse(&["server", "--data-dir", "/d", "--allow-network", "127.0.0.0/8", "--listen", "127.0.0.1:0"]).unwrap();
+        assert_eq!(cli.data_dir.as_deref(), Some(std::path::Path::new("/d")));
+        let Command::Server(s) = cli.command else { panic!("not server") };
+        assert_eq!(s.allow_networks, vec!["127.0.0.0/8".parse::<IpNet>().unwrap()]);
+        assert!(parse(&["server", "--allow-network", "not-a-cidr"]).is_err());
+        assert!(parse(&["apply"]).is_err(), "-f is required");
+    }
+
+    #[test]
+    fn every_command_has_examples() {
+        let mut cmd = Cli::command();
+        for sub in cmd.get_subcommands_mut() {
+            let help = sub.render_long_help().to_string();
+            assert!(help.contains("Examples:"), "{} lacks examples", sub.get_name());
+            for s in sub.get_subcommands_mut() {
+                let h = s.render_long_help().to_string();
+                assert!(h.contains("Examples:"), "{} {} lacks examples", sub.get_name(), s.get_name());
+            }
+        }
+    }
+}
