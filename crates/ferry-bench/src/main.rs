@@ -91,7 +91,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 }
 
 async fn save(engine: &EngineHandle, doc: serde_json::Value) -> Result<ferry_core::PipelineRecord> {
-    let p = ferry_engine::validate_pipeline(&doc, engine.registry()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = ferry_engine::validate_pipeline(&doc, engine.registry())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(engine.store().save_pipeline(&p, "bench").await?)
 }
 
@@ -113,7 +114,11 @@ struct EngineRun {
     samples: usize,
 }
 
-async fn engine_phase(engine: &EngineHandle, executions: usize, stages: usize) -> Result<EngineRun> {
+async fn engine_phase(
+    engine: &EngineHandle,
+    executions: usize,
+    stages: usize,
+) -> Result<EngineRun> {
     let record = save(engine, chain_pipeline("chain", stages)).await?;
     let stats = engine.stats();
     stats.latencies.record(true);
@@ -156,7 +161,11 @@ async fn engine_phase(engine: &EngineHandle, executions: usize, stages: usize) -
 }
 
 /// Stage-to-stage latency with one execution at a time (no queueing behind other runs).
-async fn latency_phase(engine: &EngineHandle, executions: usize, stages: usize) -> Result<(f64, f64, usize)> {
+async fn latency_phase(
+    engine: &EngineHandle,
+    executions: usize,
+    stages: usize,
+) -> Result<(f64, f64, usize)> {
     let record = save(engine, chain_pipeline("latency", stages)).await?;
     let stats = engine.stats();
     let _ = stats.latencies.take();
@@ -196,7 +205,8 @@ fn chain_pipeline(name: &str, stages: usize) -> serde_json::Value {
 async fn waiting_phase(count: usize, database_url: Option<&str>) -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = open_store(database_url, dir.path()).await?;
-    let (engine, _join) = Engine::start(store, registry(dir.path())?, EngineConfig::default()).await?;
+    let (engine, _join) =
+        Engine::start(store, registry(dir.path())?, EngineConfig::default()).await?;
     let record = save(
         &engine,
         json!({"application": "bench", "name": "waiting", "stages": [
@@ -249,7 +259,10 @@ fn idle_server(ferry: &Path) -> Result<(f64, f64, u64)> {
     let readyz = loop {
         if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
             use std::io::{Read, Write};
-            let _ = write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let _ = write!(
+                s,
+                "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            );
             let mut buf = String::new();
             let _ = s.read_to_string(&mut buf);
             if buf.starts_with("HTTP/1.1 200") {
@@ -272,7 +285,11 @@ fn idle_server(ferry: &Path) -> Result<(f64, f64, u64)> {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if let Some(Phase::Waiting { count, database_url }) = &args.phase {
+    if let Some(Phase::Waiting {
+        count,
+        database_url,
+    }) = &args.phase
+    {
         return waiting_phase(*count, database_url.as_deref()).await;
     }
     let dir = tempfile::tempdir()?;
@@ -280,14 +297,29 @@ async fn main() -> Result<()> {
     let backend = store.backend();
     eprintln!("phase 1: raw commits ({} s)", args.commit_seconds);
     let raw = raw_commits(&store, args.commit_seconds).await?;
-    eprintln!("phase 2: engine, {} executions x {} stages", args.executions, args.stages);
-    let (engine, _join) = Engine::start(store.clone(), registry(dir.path())?, EngineConfig::default()).await?;
+    eprintln!(
+        "phase 2: engine, {} executions x {} stages",
+        args.executions, args.stages
+    );
+    let (engine, _join) = Engine::start(
+        store.clone(),
+        registry(dir.path())?,
+        EngineConfig::default(),
+    )
+    .await?;
     let run = engine_phase(&engine, args.executions, args.stages).await?;
-    eprintln!("phase 2b: latency, {} executions one at a time", args.latency_executions);
-    let (lat_p50, lat_p99, lat_n) = latency_phase(&engine, args.latency_executions, args.stages).await?;
+    eprintln!(
+        "phase 2b: latency, {} executions one at a time",
+        args.latency_executions
+    );
+    let (lat_p50, lat_p99, lat_n) =
+        latency_phase(&engine, args.latency_executions, args.stages).await?;
     engine.shutdown();
 
-    eprintln!("phase 3: {} waiting executions (child process)", args.waiting);
+    eprintln!(
+        "phase 3: {} waiting executions (child process)",
+        args.waiting
+    );
     let me = std::env::current_exe()?;
     let mut cmd = std::process::Command::new(&me);
     cmd.args(["waiting", "--count", &args.waiting.to_string()]);
@@ -296,7 +328,10 @@ async fn main() -> Result<()> {
     }
     let out = cmd.output()?;
     if !out.status.success() {
-        bail!("waiting phase failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "waiting phase failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let waiting: serde_json::Value = serde_json::from_slice(&out.stdout)?;
 
@@ -309,23 +344,49 @@ async fn main() -> Result<()> {
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
         .unwrap_or_default();
     let ratio = run.transitions_per_sec / raw * 100.0;
     let waiting_mb = waiting["rss_kib"].as_u64().unwrap_or(0) as f64 / 1024.0;
     println!("| measure | value | goal |");
     println!("|---|---|---|");
     println!("| store | {backend} | |");
-    println!("| machine | {} cores, {cpu} | |", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0));
+    println!(
+        "| machine | {} cores, {cpu} | |",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
     println!("| raw durable commits/s | {raw:.0} | (physical limit) |");
-    println!("| engine transitions/s ({} executions x {} stages) | {:.0} | >= 50 % of raw |", args.executions, args.stages, run.transitions_per_sec);
+    println!(
+        "| engine transitions/s ({} executions x {} stages) | {:.0} | >= 50 % of raw |",
+        args.executions, args.stages, run.transitions_per_sec
+    );
     println!("| engine transitions as % of raw commits | {ratio:.0} % | >= 50 % |");
-    println!("| executions completed/s | {:.0} | |", run.executions_per_sec);
-    println!("| stage-to-stage transition p50, one run at a time ({lat_n} samples) | {lat_p50:.3} ms | <= 1 ms |");
+    println!(
+        "| executions completed/s | {:.0} | |",
+        run.executions_per_sec
+    );
+    println!(
+        "| stage-to-stage transition p50, one run at a time ({lat_n} samples) | {lat_p50:.3} ms | <= 1 ms |"
+    );
     println!("| stage-to-stage transition p99, one run at a time | {lat_p99:.3} ms | <= 10 ms |");
-    println!("| stage-to-stage transition p50 / p99 under the full load above ({} samples) | {:.3} / {:.3} ms | |", run.samples, run.p50_ms, run.p99_ms);
-    println!("| resident memory, {} executions waiting | {waiting_mb:.1} MB | <= 200 MB |", waiting["live"]);
-    println!("| idle server resident memory | {:.1} MB | <= 30 MB |", idle_rss as f64 / 1024.0);
+    println!(
+        "| stage-to-stage transition p50 / p99 under the full load above ({} samples) | {:.3} / {:.3} ms | |",
+        run.samples, run.p50_ms, run.p99_ms
+    );
+    println!(
+        "| resident memory, {} executions waiting | {waiting_mb:.1} MB | <= 200 MB |",
+        waiting["live"]
+    );
+    println!(
+        "| idle server resident memory | {:.1} MB | <= 30 MB |",
+        idle_rss as f64 / 1024.0
+    );
     println!("| server start to ready line | {ready_line_ms:.0} ms | |");
     println!("| server start to first 200 from /readyz | {readyz_ms:.0} ms | <= 300 ms |");
     Ok(())

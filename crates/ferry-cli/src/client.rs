@@ -42,9 +42,11 @@ pub fn resolve_token(given: Option<&str>, data_dir: &Path) -> (Option<String>, T
 /// What to tell a person whose request got 401.
 fn unauthorized_hint(source: &TokenSource) -> String {
     match source {
-        TokenSource::Given => "the token given with --token or FERRY_TOKEN was refused; the server's token is in \
+        TokenSource::Given => {
+            "the token given with --token or FERRY_TOKEN was refused; the server's token is in \
              admin.token in its data directory"
-            .into(),
+                .into()
+        }
         TokenSource::File(p) => format!(
             "the token in {} was refused: is the server using another data directory? Pass --data-dir \
              (FERRY_DATA_DIR) to point at the server's, or give the token with --token (FERRY_TOKEN)",
@@ -71,7 +73,9 @@ pub struct ApiClient {
 impl std::fmt::Debug for ApiClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token.
-        f.debug_struct("ApiClient").field("base", &self.base.as_str()).finish_non_exhaustive()
+        f.debug_struct("ApiClient")
+            .field("base", &self.base.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -83,11 +87,17 @@ fn install_crypto_provider() {
 
 impl ApiClient {
     /// A client for `server` (`http://host:port`, optionally with a path prefix).
-    pub fn new(server: &str, token: Option<String>, token_source: TokenSource) -> Result<Self, CliError> {
+    pub fn new(
+        server: &str,
+        token: Option<String>,
+        token_source: TokenSource,
+    ) -> Result<Self, CliError> {
         let mut base = reqwest::Url::parse(server.trim())
             .map_err(|e| CliError::Usage(format!("--server \"{server}\" is not a URL: {e}")))?;
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(CliError::Usage(format!("--server \"{server}\" must be an http:// or https:// URL")));
+            return Err(CliError::Usage(format!(
+                "--server \"{server}\" must be an http:// or https:// URL"
+            )));
         }
         base.set_query(None);
         base.set_fragment(None);
@@ -97,8 +107,15 @@ impl ApiClient {
             .read_timeout(READ_TIMEOUT)
             .user_agent(concat!("ferry-cli/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| CliError::Failed(format!("cannot set up the HTTP client: {}", chain(&e))))?;
-        Ok(ApiClient { base, token, token_source, http })
+            .map_err(|e| {
+                CliError::Failed(format!("cannot set up the HTTP client: {}", chain(&e)))
+            })?;
+        Ok(ApiClient {
+            base,
+            token,
+            token_source,
+            http,
+        })
     }
 
     /// The server URL, for messages.
@@ -133,7 +150,11 @@ impl ApiClient {
     }
 
     /// `GET` a JSON document.
-    pub async fn get(&self, segments: &[&str], query: &[(&str, String)]) -> Result<Value, CliError> {
+    pub async fn get(
+        &self,
+        segments: &[&str],
+        query: &[(&str, String)],
+    ) -> Result<Value, CliError> {
         let url = self.url(segments, query);
         let res = self
             .request(reqwest::Method::GET, url.clone())
@@ -193,9 +214,15 @@ impl ApiClient {
     /// A transport failure: cannot connect (exit 3) or broke afterwards.
     pub fn transport(&self, url: &reqwest::Url, e: &reqwest::Error) -> CliError {
         if e.is_connect() {
-            CliError::Connect { url: self.server().to_string(), detail: innermost(e) }
+            CliError::Connect {
+                url: self.server().to_string(),
+                detail: innermost(e),
+            }
         } else {
-            CliError::Transport { url: url.to_string(), detail: chain(e) }
+            CliError::Transport {
+                url: url.to_string(),
+                detail: chain(e),
+            }
         }
     }
 
@@ -207,14 +234,26 @@ impl ApiClient {
             None => {
                 let text = String::from_utf8_lossy(body);
                 let text: String = text.trim().chars().take(300).collect();
-                let message = if text.is_empty() { format!("HTTP {status}") } else { format!("HTTP {status}: {text}") };
+                let message = if text.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status}: {text}")
+                };
                 (String::new(), message, Vec::new())
             }
         };
         if status == 401 {
-            return CliError::Unauthorized { message, hint: unauthorized_hint(&self.token_source) };
+            return CliError::Unauthorized {
+                message,
+                hint: unauthorized_hint(&self.token_source),
+            };
         }
-        CliError::Api { status, code, message, problems }
+        CliError::Api {
+            status,
+            code,
+            message,
+            problems,
+        }
     }
 }
 
@@ -269,12 +308,35 @@ mod tests {
     #[test]
     fn urls_encode_segments_and_skip_empty_query_values() {
         let c = client("http://127.0.0.1:8084");
-        let u = c.url(&["api", "v1", "applications", "a b", "pipelines", "x/y", "run"], &[]);
-        assert_eq!(u.as_str(), "http://127.0.0.1:8084/api/v1/applications/a%20b/pipelines/x%2Fy/run");
-        let u = c.url(&["api", "v1", "executions"], &[("application", "shop".into()), ("status", String::new())]);
-        assert_eq!(u.as_str(), "http://127.0.0.1:8084/api/v1/executions?application=shop");
+        let u = c.url(
+            &[
+                "api",
+                "v1",
+                "applications",
+                "a b",
+                "pipelines",
+                "x/y",
+                "run",
+            ],
+            &[],
+        );
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:8084/api/v1/applications/a%20b/pipelines/x%2Fy/run"
+        );
+        let u = c.url(
+            &["api", "v1", "executions"],
+            &[("application", "shop".into()), ("status", String::new())],
+        );
+        assert_eq!(
+            u.as_str(),
+            "http://127.0.0.1:8084/api/v1/executions?application=shop"
+        );
         let c = client("https://ci.example.com/ferry/");
-        assert_eq!(c.url(&["healthz"], &[]).as_str(), "https://ci.example.com/ferry/healthz");
+        assert_eq!(
+            c.url(&["healthz"], &[]).as_str(),
+            "https://ci.example.com/ferry/healthz"
+        );
         assert_eq!(c.server(), "https://ci.example.com/ferry");
     }
 
@@ -291,7 +353,12 @@ mod tests {
         let c = client("http://127.0.0.1:1");
         let body = br#"{"error": {"code": "invalid", "message": "1 problem(s) found", "problems": [{"path": "documents[0].name", "message": "bad"}]}}"#;
         match c.api_error(422, body) {
-            CliError::Api { status, code, problems, .. } => {
+            CliError::Api {
+                status,
+                code,
+                problems,
+                ..
+            } => {
                 assert_eq!((status, code.as_str()), (422, "invalid"));
                 assert_eq!(problems[0].path, "documents[0].name");
             }
@@ -299,21 +366,39 @@ mod tests {
         }
         let e = c.api_error(502, b"<html>bad gateway</html>");
         assert_eq!(e.to_string(), "HTTP 502: <html>bad gateway</html>");
-        let e = c.api_error(401, br#"{"error": {"code": "unauthenticated", "message": "missing credentials"}}"#);
+        let e = c.api_error(
+            401,
+            br#"{"error": {"code": "unauthenticated", "message": "missing credentials"}}"#,
+        );
         let text = e.to_string();
-        assert!(text.starts_with("missing credentials\nno token: /x/admin.token does not exist"), "{text}");
+        assert!(
+            text.starts_with("missing credentials\nno token: /x/admin.token does not exist"),
+            "{text}"
+        );
         assert_eq!(e.exit_code(), 1);
     }
 
     #[test]
     fn tokens_come_from_the_flag_or_the_data_dir() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(resolve_token(Some(" abc "), dir.path()), (Some("abc".into()), TokenSource::Given));
+        assert_eq!(
+            resolve_token(Some(" abc "), dir.path()),
+            (Some("abc".into()), TokenSource::Given)
+        );
         let (t, s) = resolve_token(None, dir.path());
-        assert_eq!((t, s), (None, TokenSource::Missing(dir.path().join("admin.token"))));
+        assert_eq!(
+            (t, s),
+            (None, TokenSource::Missing(dir.path().join("admin.token")))
+        );
         std::fs::write(dir.path().join("admin.token"), "secret\n").unwrap();
         let (t, s) = resolve_token(Some(""), dir.path());
-        assert_eq!((t, s), (Some("secret".into()), TokenSource::File(dir.path().join("admin.token"))));
+        assert_eq!(
+            (t, s),
+            (
+                Some("secret".into()),
+                TokenSource::File(dir.path().join("admin.token"))
+            )
+        );
     }
 
     #[test]

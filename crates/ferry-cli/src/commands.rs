@@ -26,12 +26,24 @@ pub async fn apply_batch(client: &ApiClient, batch: &Batch) -> Result<Vec<String
     let body = json!({"documents": batch.documents});
     let answer = match client.post(&["api", "v1", "apply"], &body).await {
         Ok(v) => v,
-        Err(CliError::Api { status: 422, message, problems, .. }) => {
-            return Err(CliError::Invalid { summary: message, lines: batch.locate_all(&problems) });
+        Err(CliError::Api {
+            status: 422,
+            message,
+            problems,
+            ..
+        }) => {
+            return Err(CliError::Invalid {
+                summary: message,
+                lines: batch.locate_all(&problems),
+            });
         }
         Err(e) => return Err(e),
     };
-    let applied = answer.get("applied").and_then(Value::as_array).cloned().unwrap_or_default();
+    let applied = answer
+        .get("applied")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     Ok(applied.iter().map(applied_line).collect())
 }
 
@@ -41,8 +53,16 @@ fn applied_line(d: &Value) -> String {
     match s("kind") {
         "Application" => format!("application/{} applied", s("name")),
         "Pipeline" => {
-            let version = d.get("version").and_then(Value::as_i64).map(|v| format!(" (version {v})")).unwrap_or_default();
-            format!("pipeline/{}/{} applied{version}", s("application"), s("name"))
+            let version = d
+                .get("version")
+                .and_then(Value::as_i64)
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default();
+            format!(
+                "pipeline/{}/{} applied{version}",
+                s("application"),
+                s("name")
+            )
         }
         other => format!("{}/{} applied", other.to_ascii_lowercase(), s("name")),
     }
@@ -78,7 +98,10 @@ pub fn validate_batch(batch: &Batch) -> Result<usize, CliError> {
             let problems: Vec<ApiProblem> = problems
                 .0
                 .into_iter()
-                .map(|p| ApiProblem { path: p.path, message: p.message })
+                .map(|p| ApiProblem {
+                    path: p.path,
+                    message: p.message,
+                })
                 .collect();
             Err(CliError::Invalid {
                 summary: format!("{} problem(s) found", problems.len()),
@@ -94,7 +117,10 @@ pub async fn validate(args: &FilesArgs) -> Result<(), CliError> {
     let n = tokio::task::spawn_blocking(move || validate_batch(&batch))
         .await
         .map_err(|e| CliError::Failed(format!("validation failed: {e}")))??;
-    say(&format!("{n} document{} valid", if n == 1 { "" } else { "s" }));
+    say(&format!(
+        "{n} document{} valid",
+        if n == 1 { "" } else { "s" }
+    ));
     Ok(())
 }
 
@@ -102,18 +128,29 @@ pub async fn validate(args: &FilesArgs) -> Result<(), CliError> {
 pub async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
     let app = args.application.clone().unwrap_or_default();
     let (list, name_keys): (Value, &[&str]) = match args.resource {
-        Resource::Applications => (client.get(&["api", "v1", "applications"], &[]).await?, &["name"]),
+        Resource::Applications => (
+            client.get(&["api", "v1", "applications"], &[]).await?,
+            &["name"],
+        ),
         Resource::Pipelines => (
-            client.get(&["api", "v1", "pipelines"], &[("application", app.clone())]).await?,
+            client
+                .get(&["api", "v1", "pipelines"], &[("application", app.clone())])
+                .await?,
             &["name", "id"],
         ),
         Resource::Executions => {
             let query = [
                 ("application", app.clone()),
                 ("status", args.status.clone().unwrap_or_default()),
-                ("limit", args.limit.map(|l| l.to_string()).unwrap_or_default()),
+                (
+                    "limit",
+                    args.limit.map(|l| l.to_string()).unwrap_or_default(),
+                ),
             ];
-            (client.get(&["api", "v1", "executions"], &query).await?, &["id"])
+            (
+                client.get(&["api", "v1", "executions"], &query).await?,
+                &["id"],
+            )
         }
     };
     let mut items = list.as_array().cloned().unwrap_or_default();
@@ -121,9 +158,16 @@ pub async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
         items.retain(|a| a.get("name").and_then(Value::as_str) == Some(app.as_str()));
     }
     if let Some(name) = &args.name {
-        items.retain(|i| name_keys.iter().any(|k| i.get(*k).and_then(Value::as_str) == Some(name.as_str())));
+        items.retain(|i| {
+            name_keys
+                .iter()
+                .any(|k| i.get(*k).and_then(Value::as_str) == Some(name.as_str()))
+        });
         if items.is_empty() {
-            return Err(CliError::Failed(format!("no {} named \"{name}\"", resource_word(args.resource))));
+            return Err(CliError::Failed(format!(
+                "no {} named \"{name}\"",
+                resource_word(args.resource)
+            )));
         }
     }
     let text = match args.output {
@@ -158,7 +202,12 @@ pub enum OnJudgment {
 
 /// Follows an execution to its end, printing stage changes and the outcome to `sink`.
 /// Returns the final execution (as the API shows it).
-pub async fn watch(client: &ApiClient, id: &str, sink: Sink, on_judgment: &OnJudgment) -> Result<Value, CliError> {
+pub async fn watch(
+    client: &ApiClient,
+    id: &str,
+    sink: Sink,
+    on_judgment: &OnJudgment,
+) -> Result<Value, CliError> {
     let mut follower = Follower::new(client, id);
     let mut prev: Option<ExecutionView> = None;
     loop {
@@ -192,20 +241,26 @@ async fn judgment_waits(
     let inputs = stage.judgment_inputs();
     match on_judgment {
         OnJudgment::Hint(prefix) => {
-            let input = match inputs.as_slice() {
-                [] => String::new(),
-                [one] => format!(" --input {}", shell_word(one)),
-                many => format!(" [--input {}]", many.iter().map(|i| shell_word(i)).collect::<Vec<_>>().join("|")),
+            let input = inputs
+                .first()
+                .map(|i| format!(" --input {}", shell_word(i)))
+                .unwrap_or_default();
+            let choices = if inputs.len() > 1 {
+                format!("; inputs: {}", inputs.join(", "))
+            } else {
+                String::new()
             };
             sink.line(&format!(
-                "           waiting for a judgment; to give it, run:\n             {prefix} judge {} {} --continue{input}\n           (or --stop to stop the pipeline)",
+                "           waiting for a judgment; to give it, run:\n             {prefix} judge {} {} --continue{input}\n           (or --stop to stop the pipeline{choices})",
                 e.id, stage.ref_id
             ));
         }
         OnJudgment::Continue => {
             let input = inputs.first().cloned();
             post_judgment(client, &e.id, &stage.ref_id, "continue", input.as_deref()).await?;
-            let chosen = input.map(|i| format!(" with input \"{i}\"")).unwrap_or_default();
+            let chosen = input
+                .map(|i| format!(" with input \"{i}\""))
+                .unwrap_or_default();
             sink.line(&format!("           judged continue{chosen} (automatically; --wait-for-judgment to decide yourself)"));
         }
     }
@@ -214,42 +269,83 @@ async fn judgment_waits(
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub fn shell_word(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,:/=@+".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,:/=@+".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
-async fn post_judgment(client: &ApiClient, id: &str, stage: &str, decision: &str, input: Option<&str>) -> Result<(), CliError> {
+async fn post_judgment(
+    client: &ApiClient,
+    id: &str,
+    stage: &str,
+    decision: &str,
+    input: Option<&str>,
+) -> Result<(), CliError> {
     let mut body = json!({"judgmentStatus": decision});
     if let Some(i) = input {
         body["judgmentInput"] = Value::String(i.to_string());
     }
-    client.post(&["api", "v1", "executions", id, "stages", stage, "judgment"], &body).await?;
+    client
+        .post(
+            &["api", "v1", "executions", id, "stages", stage, "judgment"],
+            &body,
+        )
+        .await?;
     Ok(())
 }
 
 /// Starts a run; returns the execution id.
-pub async fn start_run(client: &ApiClient, app: &str, pipeline: &str, parameters: serde_json::Map<String, Value>) -> Result<String, CliError> {
+pub async fn start_run(
+    client: &ApiClient,
+    app: &str,
+    pipeline: &str,
+    parameters: serde_json::Map<String, Value>,
+) -> Result<String, CliError> {
     let answer = client
-        .post(&["api", "v1", "applications", app, "pipelines", pipeline, "run"], &json!({"parameters": parameters}))
+        .post(
+            &[
+                "api",
+                "v1",
+                "applications",
+                app,
+                "pipelines",
+                pipeline,
+                "run",
+            ],
+            &json!({"parameters": parameters}),
+        )
         .await?;
     answer
         .get("id")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .ok_or_else(|| CliError::Failed(format!("the server did not return an execution id: {answer}")))
+        .ok_or_else(|| {
+            CliError::Failed(format!(
+                "the server did not return an execution id: {answer}"
+            ))
+        })
 }
 
 /// Turns a complete execution into the command's result: `Ok` only for SUCCEEDED.
 pub fn run_result(execution: &Value) -> Result<(), CliError> {
-    let status = execution.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN");
+    let status = execution
+        .get("status")
+        .and_then(Value::as_str)
+        .unwrap_or("UNKNOWN");
     if status == "SUCCEEDED" {
         Ok(())
     } else {
         Err(CliError::RunFailed {
-            id: execution.get("id").and_then(Value::as_str).unwrap_or("?").to_string(),
+            id: execution
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("?")
+                .to_string(),
             status: status.to_string(),
         })
     }
@@ -266,7 +362,11 @@ pub async fn run(client: &ApiClient, args: &RunArgs, judge_prefix: String) -> Re
         }
         return Ok(());
     }
-    let sink = if args.output == Output::Table { Sink::Stdout } else { Sink::Stderr };
+    let sink = if args.output == Output::Table {
+        Sink::Stdout
+    } else {
+        Sink::Stderr
+    };
     sink.line(&id);
     let last = watch(client, &id, sink, &OnJudgment::Hint(judge_prefix)).await?;
     if args.output != Output::Table {
@@ -276,22 +376,34 @@ pub async fn run(client: &ApiClient, args: &RunArgs, judge_prefix: String) -> Re
 }
 
 /// Finds a stage of an execution by refId, id or name.
-pub fn find_stage<'a>(execution: &'a ExecutionView, wanted: &str) -> Result<&'a StageView, CliError> {
+pub fn find_stage<'a>(
+    execution: &'a ExecutionView,
+    wanted: &str,
+) -> Result<&'a StageView, CliError> {
     let stages = &execution.stages;
     let found = stages
         .iter()
         .find(|s| s.ref_id == wanted)
-        .or_else(|| stages.iter().find(|s| format!("{}-{}", execution.id, s.ref_id) == wanted))
+        .or_else(|| {
+            stages
+                .iter()
+                .find(|s| format!("{}-{}", execution.id, s.ref_id) == wanted)
+        })
         .or_else(|| stages.iter().find(|s| s.name == wanted))
         .or_else(|| {
-            let mut ci = stages.iter().filter(|s| s.name.eq_ignore_ascii_case(wanted));
+            let mut ci = stages
+                .iter()
+                .filter(|s| s.name.eq_ignore_ascii_case(wanted));
             match (ci.next(), ci.next()) {
                 (Some(s), None) => Some(s),
                 _ => None,
             }
         });
     found.ok_or_else(|| {
-        let list: Vec<String> = stages.iter().map(|s| format!("{} \"{}\"", s.ref_id, s.name)).collect();
+        let list: Vec<String> = stages
+            .iter()
+            .map(|s| format!("{} \"{}\"", s.ref_id, s.name))
+            .collect();
         CliError::Failed(format!(
             "no stage \"{wanted}\" in execution {}; its stages are: {}",
             execution.id,
@@ -322,24 +434,44 @@ pub async fn execution(client: &ApiClient, cmd: &ExecutionCommand) -> Result<(),
                 Some(r) => json!({"reason": r}),
                 None => json!({}),
             };
-            client.post(&["api", "v1", "executions", id, "cancel"], &body).await?;
+            client
+                .post(&["api", "v1", "executions", id, "cancel"], &body)
+                .await?;
             say(&format!("execution {id}: cancel requested"));
         }
         ExecutionCommand::Pause { id } => {
-            client.post(&["api", "v1", "executions", id, "pause"], &json!({})).await?;
+            client
+                .post(&["api", "v1", "executions", id, "pause"], &json!({}))
+                .await?;
             say(&format!("execution {id}: pause requested"));
         }
         ExecutionCommand::Resume { id } => {
-            client.post(&["api", "v1", "executions", id, "resume"], &json!({})).await?;
+            client
+                .post(&["api", "v1", "executions", id, "resume"], &json!({}))
+                .await?;
             say(&format!("execution {id}: resume requested"));
         }
         ExecutionCommand::RestartStage { id, stage } => {
             let (_, view) = fetch_execution(client, id).await?;
             let s = find_stage(&view, stage)?;
             client
-                .post(&["api", "v1", "executions", id, "stages", &s.ref_id, "restart"], &json!({}))
+                .post(
+                    &[
+                        "api",
+                        "v1",
+                        "executions",
+                        id,
+                        "stages",
+                        &s.ref_id,
+                        "restart",
+                    ],
+                    &json!({}),
+                )
                 .await?;
-            say(&format!("execution {id}: stage {} \"{}\" restart requested", s.ref_id, s.name));
+            say(&format!(
+                "execution {id}: stage {} \"{}\" restart requested",
+                s.ref_id, s.name
+            ));
         }
     }
     Ok(())
@@ -350,8 +482,18 @@ pub async fn judge(client: &ApiClient, args: &JudgeArgs) -> Result<(), CliError>
     let (_, view) = fetch_execution(client, &args.execution).await?;
     let stage = find_stage(&view, &args.stage)?;
     let decision = if args.proceed { "continue" } else { "stop" };
-    post_judgment(client, &view.id, &stage.ref_id, decision, args.input.as_deref()).await?;
-    say(&format!("execution {}: stage {} \"{}\" judged {decision}", view.id, stage.ref_id, stage.name));
+    post_judgment(
+        client,
+        &view.id,
+        &stage.ref_id,
+        decision,
+        args.input.as_deref(),
+    )
+    .await?;
+    say(&format!(
+        "execution {}: stage {} \"{}\" judged {decision}",
+        view.id, stage.ref_id, stage.name
+    ));
     Ok(())
 }
 
@@ -361,9 +503,14 @@ mod tests {
 
     #[test]
     fn applied_lines() {
-        assert_eq!(applied_line(&json!({"kind": "Application", "name": "shop"})), "application/shop applied");
         assert_eq!(
-            applied_line(&json!({"kind": "Pipeline", "application": "shop", "name": "release", "id": "x", "version": 3})),
+            applied_line(&json!({"kind": "Application", "name": "shop"})),
+            "application/shop applied"
+        );
+        assert_eq!(
+            applied_line(
+                &json!({"kind": "Pipeline", "application": "shop", "name": "release", "id": "x", "version": 3})
+            ),
             "pipeline/shop/release applied (version 3)"
         );
     }
@@ -374,12 +521,19 @@ mod tests {
             {"refId": "1", "name": "Build"}, {"refId": "2", "name": "Approve release"}, {"refId": "3", "name": "1"}]}))
         .unwrap();
         assert_eq!(find_stage(&e, "2").unwrap().name, "Approve release");
-        assert_eq!(find_stage(&e, "1").unwrap().name, "Build", "refId wins over a name");
+        assert_eq!(
+            find_stage(&e, "1").unwrap().name,
+            "Build",
+            "refId wins over a name"
+        );
         assert_eq!(find_stage(&e, "e1-2").unwrap().ref_id, "2");
         assert_eq!(find_stage(&e, "Approve release").unwrap().ref_id, "2");
         assert_eq!(find_stage(&e, "approve RELEASE").unwrap().ref_id, "2");
         let err = find_stage(&e, "Deploy").unwrap_err().to_string();
-        assert!(err.contains("its stages are: 1 \"Build\", 2 \"Approve release\""), "{err}");
+        assert!(
+            err.contains("its stages are: 1 \"Build\", 2 \"Approve release\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -408,6 +562,9 @@ mod tests {
         }];
         let batch = files::parse_sources(&sources).unwrap();
         let err = validate_batch(&batch).unwrap_err().to_string();
-        assert!(err.contains("bad.yaml: documents[0].stages[0].type: unknown stage type \"nope\""), "{err}");
+        assert!(
+            err.contains("bad.yaml: documents[0].stages[0].type: unknown stage type \"nope\""),
+            "{err}"
+        );
     }
 }

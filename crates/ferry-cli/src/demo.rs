@@ -17,8 +17,14 @@ use serde_json::{Map, Value};
 
 /// The example documents, as shipped in `examples/core/`.
 pub const EXAMPLES: &[(&str, &str)] = &[
-    ("examples/core/shop.yaml", include_str!("../../../examples/core/shop.yaml")),
-    ("examples/core/release.yaml", include_str!("../../../examples/core/release.yaml")),
+    (
+        "examples/core/shop.yaml",
+        include_str!("../../../examples/core/shop.yaml"),
+    ),
+    (
+        "examples/core/release.yaml",
+        include_str!("../../../examples/core/release.yaml"),
+    ),
 ];
 
 /// The example application and pipeline.
@@ -30,7 +36,10 @@ pub const EXAMPLE_PIPELINE: &str = "release";
 pub fn example_sources() -> Vec<SourceText> {
     EXAMPLES
         .iter()
-        .map(|(name, text)| SourceText { name: name.to_string(), text: text.to_string() })
+        .map(|(name, text)| SourceText {
+            name: name.to_string(),
+            text: text.to_string(),
+        })
         .collect()
 }
 
@@ -46,11 +55,16 @@ pub async fn run(args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
         data_dir,
         database_url: None,
         // The example's webhook calls this Ferry on loopback.
-        allow_networks: ["127.0.0.0/8", "::1/128"].iter().filter_map(|n| n.parse().ok()).collect(),
+        allow_networks: ["127.0.0.0/8", "::1/128"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect(),
         allow_url_hosts: Vec::new(),
         max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
     };
-    let server = server::start(&options).await.map_err(|e| CliError::Server(e.to_string()))?;
+    let server = server::start(&options)
+        .await
+        .map_err(|e| CliError::Server(e.to_string()))?;
     say(&server.ready_line());
 
     let outcome = tokio::select! {
@@ -58,8 +72,13 @@ pub async fn run(args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
         () = server::shutdown_signal() => None,
     };
     let Some(outcome) = outcome else {
-        say("interrupted; stopping Ferry (the run resumes at the next start on the same data directory)");
-        server.stop().await.map_err(|e| CliError::Server(e.to_string()))?;
+        say(
+            "interrupted; stopping Ferry (the run resumes at the next start on the same data directory)",
+        );
+        server
+            .stop()
+            .await
+            .map_err(|e| CliError::Server(e.to_string()))?;
         return Ok(());
     };
     let keep_serving = !args.exit && !matches!(outcome, Err(ref e) if !e.already_reported());
@@ -75,15 +94,24 @@ pub async fn run(args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
         // Ctrl-C after the demo is a normal end, whatever the pipeline did.
         return Ok(());
     }
-    server.stop().await.map_err(|e| CliError::Server(e.to_string()))?;
+    server
+        .stop()
+        .await
+        .map_err(|e| CliError::Server(e.to_string()))?;
     outcome
 }
 
 /// Applies the examples, runs the pipeline, follows it and prints where Ferry is.
 async fn drive(server: &RunningServer, args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
-    let token = std::fs::read_to_string(&server.token_file)
-        .map_err(|source| CliError::Read { path: server.token_file.clone(), source })?;
-    let client = ApiClient::new(&server.url(), Some(token.trim().to_string()), TokenSource::File(server.token_file.clone()))?;
+    let token = std::fs::read_to_string(&server.token_file).map_err(|source| CliError::Read {
+        path: server.token_file.clone(),
+        source,
+    })?;
+    let client = ApiClient::new(
+        &server.url(),
+        Some(token.trim().to_string()),
+        TokenSource::File(server.token_file.clone()),
+    )?;
 
     let batch = files::parse_sources(&example_sources())?;
     for line in commands::apply_batch(&client, &batch).await? {
@@ -92,19 +120,35 @@ async fn drive(server: &RunningServer, args: &DemoArgs, globals: &Globals) -> Re
 
     let mut parameters = Map::new();
     parameters.insert("ferryUrl".into(), Value::String(server.url()));
-    let id = commands::start_run(&client, EXAMPLE_APPLICATION, EXAMPLE_PIPELINE, parameters).await?;
-    say(&format!("running {EXAMPLE_APPLICATION}/{EXAMPLE_PIPELINE}: execution {id}"));
+    let id =
+        commands::start_run(&client, EXAMPLE_APPLICATION, EXAMPLE_PIPELINE, parameters).await?;
+    say(&format!(
+        "running {EXAMPLE_APPLICATION}/{EXAMPLE_PIPELINE}: execution {id}"
+    ));
 
     let prefix = globals.command_prefix(&server.url(), &server.data_dir);
-    let on_judgment = if args.wait_for_judgment { OnJudgment::Hint(prefix.clone()) } else { OnJudgment::Continue };
+    let on_judgment = if args.wait_for_judgment {
+        OnJudgment::Hint(prefix.clone())
+    } else {
+        OnJudgment::Continue
+    };
     let last = commands::watch(&client, &id, Sink::Stdout, &on_judgment).await?;
 
     say("");
-    say(&format!("Ferry is at {} (data: {}).", server.url(), server.data_dir.display()));
+    say(&format!(
+        "Ferry is at {} (data: {}).",
+        server.url(),
+        server.data_dir.display()
+    ));
     say("Look around with:");
-    say(&format!("  {prefix} get executions -a {EXAMPLE_APPLICATION}"));
+    say(&format!(
+        "  {prefix} get executions -a {EXAMPLE_APPLICATION}"
+    ));
     say(&format!("  {prefix} execution get {id}"));
-    say(&format!("  {prefix} run {EXAMPLE_APPLICATION} {EXAMPLE_PIPELINE} -p ferryUrl={} --wait", server.url()));
+    say(&format!(
+        "  {prefix} run {EXAMPLE_APPLICATION} {EXAMPLE_PIPELINE} -p ferryUrl={} --wait",
+        server.url()
+    ));
     if !args.exit {
         say("Press Ctrl-C to stop.");
     }

@@ -112,7 +112,11 @@ fn api_message(message: &str, problems: &[ApiProblem]) -> String {
 }
 
 fn indent_lines(lines: &[String]) -> String {
-    lines.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    lines
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl CliError {
@@ -139,7 +143,14 @@ mod tests {
     #[test]
     fn exit_codes() {
         assert_eq!(CliError::Usage("x".into()).exit_code(), 2);
-        assert_eq!(CliError::Connect { url: "u".into(), detail: "d".into() }.exit_code(), 3);
+        assert_eq!(
+            CliError::Connect {
+                url: "u".into(),
+                detail: "d".into()
+            }
+            .exit_code(),
+            3
+        );
         assert_eq!(CliError::Failed("x".into()).exit_code(), 1);
     }
 
@@ -150,10 +161,19 @@ mod tests {
             code: "invalid".into(),
             message: "2 problem(s) found".into(),
             problems: vec![
-                ApiProblem { path: "stages[0].type".into(), message: "unknown".into() },
-                ApiProblem { path: String::new(), message: "whole".into() },
+                ApiProblem {
+                    path: "stages[0].type".into(),
+                    message: "unknown".into(),
+                },
+                ApiProblem {
+                    path: String::new(),
+                    message: "whole".into(),
+                },
             ],
         };
-        assert_eq!(e.to_string(), "2 problem(s) found\n  stages[0].type: unknown\n  whole");
+        assert_eq!(
+            e.to_string(),
+            "2 problem(s) found\n  stages[0].type: unknown\n  whole"
+        );
     }
 }

@@ -34,15 +34,24 @@ pub fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
             out.push(input.clone());
             continue;
         }
-        let meta = std::fs::metadata(input).map_err(|source| CliError::Read { path: input.clone(), source })?;
+        let meta = std::fs::metadata(input).map_err(|source| CliError::Read {
+            path: input.clone(),
+            source,
+        })?;
         if !meta.is_dir() {
             out.push(input.clone());
             continue;
         }
-        let entries = std::fs::read_dir(input).map_err(|source| CliError::Read { path: input.clone(), source })?;
+        let entries = std::fs::read_dir(input).map_err(|source| CliError::Read {
+            path: input.clone(),
+            source,
+        })?;
         let mut files = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|source| CliError::Read { path: input.clone(), source })?;
+            let entry = entry.map_err(|source| CliError::Read {
+                path: input.clone(),
+                source,
+            })?;
             let path = entry.path();
             if path.is_file() && is_document_file(&path) {
                 files.push(path);
@@ -62,7 +71,10 @@ pub fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
 
 fn is_document_file(path: &Path) -> bool {
     matches!(
-        path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref(),
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
         Some("yaml" | "yml" | "json")
     )
 }
@@ -72,12 +84,21 @@ pub fn read_inputs(inputs: &[PathBuf]) -> Result<Vec<SourceText>, CliError> {
     let mut out = Vec::new();
     for path in expand(inputs)? {
         let text = if path.as_os_str() == "-" {
-            std::io::read_to_string(std::io::stdin())
-                .map_err(|source| CliError::Read { path: path.clone(), source })?
+            std::io::read_to_string(std::io::stdin()).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?
         } else {
-            std::fs::read_to_string(&path).map_err(|source| CliError::Read { path: path.clone(), source })?
+            std::fs::read_to_string(&path).map_err(|source| CliError::Read {
+                path: path.clone(),
+                source,
+            })?
         };
-        let name = if path.as_os_str() == "-" { "<stdin>".to_string() } else { path.display().to_string() };
+        let name = if path.as_os_str() == "-" {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
         out.push(SourceText { name, text });
     }
     Ok(out)
@@ -105,7 +126,9 @@ pub fn parse_sources(sources: &[SourceText]) -> Result<Batch, CliError> {
         });
     }
     if batch.documents.is_empty() {
-        return Err(CliError::Failed("no documents found in the given files".into()));
+        return Err(CliError::Failed(
+            "no documents found in the given files".into(),
+        ));
     }
     Ok(batch)
 }
@@ -141,11 +164,20 @@ mod tests {
     use super::*;
 
     fn problem(path: &str, message: &str) -> ApiProblem {
-        ApiProblem { path: path.into(), message: message.into() }
+        ApiProblem {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     fn sources(items: &[(&str, &str)]) -> Vec<SourceText> {
-        items.iter().map(|(n, t)| SourceText { name: n.to_string(), text: t.to_string() }).collect()
+        items
+            .iter()
+            .map(|(n, t)| SourceText {
+                name: n.to_string(),
+                text: t.to_string(),
+            })
+            .collect()
     }
 
     #[test]
@@ -156,26 +188,45 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(batch.documents.len(), 4);
-        assert_eq!(batch.locate(&problem("documents[1].name", "bad")), "apps.yaml: documents[1].name: bad");
+        assert_eq!(
+            batch.locate(&problem("documents[1].name", "bad")),
+            "apps.yaml: documents[1].name: bad"
+        );
         assert_eq!(
             batch.locate(&problem("documents[3].stages[0].type", "unknown")),
             "p.json: documents[1].stages[0].type: unknown"
         );
-        assert_eq!(batch.locate(&problem("documents[2]", "whole")), "p.json: documents[0]: whole");
+        assert_eq!(
+            batch.locate(&problem("documents[2]", "whole")),
+            "p.json: documents[0]: whole"
+        );
         // Paths that name no document, or an index out of range, are shown as they are.
-        assert_eq!(batch.locate(&problem("documents[9].x", "m")), "documents[9].x: m");
+        assert_eq!(
+            batch.locate(&problem("documents[9].x", "m")),
+            "documents[9].x: m"
+        );
         assert_eq!(batch.locate(&problem("", "m")), "m");
-        assert_eq!(batch.locate(&problem("documents[x]", "m")), "documents[x]: m");
+        assert_eq!(
+            batch.locate(&problem("documents[x]", "m")),
+            "documents[x]: m"
+        );
     }
 
     #[test]
     fn syntax_errors_of_every_file_are_reported() {
-        let err = parse_sources(&sources(&[("a.yaml", "a: [\n"), ("b.json", "{nope"), ("c.yaml", "kind: Application\nname: c\n")]))
-            .unwrap_err();
+        let err = parse_sources(&sources(&[
+            ("a.yaml", "a: [\n"),
+            ("b.json", "{nope"),
+            ("c.yaml", "kind: Application\nname: c\n"),
+        ]))
+        .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("a.yaml: invalid YAML"), "{text}");
         assert!(text.contains("b.json: invalid JSON"), "{text}");
-        assert!(matches!(parse_sources(&sources(&[("e.yaml", "")])), Err(CliError::Failed(_))));
+        assert!(matches!(
+            parse_sources(&sources(&[("e.yaml", "")])),
+            Err(CliError::Failed(_))
+        ));
     }
 
     #[test]
@@ -186,10 +237,16 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("sub.yaml")).unwrap();
         let files = expand(&[dir.path().to_path_buf()]).unwrap();
-        let names: Vec<String> = files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = files
+            .iter()
+            .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["a.json", "b.yaml", "c.yml", "d.YAML"]);
         let empty = tempfile::tempdir().unwrap();
         assert!(expand(&[empty.path().to_path_buf()]).is_err());
-        assert!(matches!(expand(&[dir.path().join("missing.yaml")]), Err(CliError::Read { .. })));
+        assert!(matches!(
+            expand(&[dir.path().join("missing.yaml")]),
+            Err(CliError::Read { .. })
+        ));
     }
 }

@@ -64,13 +64,17 @@ pub struct StageView {
 
 /// Statuses after which nothing more happens (the reference's "complete" column).
 pub fn is_complete(status: &str) -> bool {
-    matches!(status, "SUCCEEDED" | "FAILED_CONTINUE" | "SKIPPED" | "TERMINAL" | "CANCELED" | "STOPPED")
+    matches!(
+        status,
+        "SUCCEEDED" | "FAILED_CONTINUE" | "SKIPPED" | "TERMINAL" | "CANCELED" | "STOPPED"
+    )
 }
 
 impl ExecutionView {
     /// Reads the API's JSON.
     pub fn from_json(v: &Value) -> Result<Self, CliError> {
-        ExecutionView::deserialize(v).map_err(|e| CliError::Failed(format!("unexpected execution JSON: {e}")))
+        ExecutionView::deserialize(v)
+            .map_err(|e| CliError::Failed(format!("unexpected execution JSON: {e}")))
     }
 
     /// True once the execution is complete.
@@ -90,7 +94,12 @@ impl StageView {
         self.context
             .get("judgmentInputs")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|i| i.get("value").and_then(Value::as_str)).map(str::to_string).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i.get("value").and_then(Value::as_str))
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -116,9 +125,15 @@ pub struct StageChange {
 }
 
 impl StageChange {
-    /// `[12:00:01] stage 2 "Approve" RUNNING`, with the error after a failure.
+    /// `[12:00:01] stage 2 "Approve" RUNNING`, with the error after an ignored failure.
     pub fn line(&self) -> String {
-        let mut s = format!("[{}] stage {} \"{}\" {}", render::clock(self.at), self.ref_id, self.name, self.status);
+        let mut s = format!(
+            "[{}] stage {} \"{}\" {}",
+            render::clock(self.at),
+            self.ref_id,
+            self.name,
+            self.status
+        );
         if let Some(e) = &self.error {
             s.push_str(": ");
             s.push_str(e);
@@ -132,7 +147,12 @@ impl StageChange {
 /// is).
 pub fn changes(prev: Option<&ExecutionView>, next: &ExecutionView, now: i64) -> Vec<StageChange> {
     let before: HashMap<&str, &str> = prev
-        .map(|p| p.stages.iter().map(|s| (s.ref_id.as_str(), s.status.as_str())).collect())
+        .map(|p| {
+            p.stages
+                .iter()
+                .map(|s| (s.ref_id.as_str(), s.status.as_str()))
+                .collect()
+        })
         .unwrap_or_default();
     let mut out: Vec<StageChange> = next
         .stages
@@ -142,13 +162,23 @@ pub fn changes(prev: Option<&ExecutionView>, next: &ExecutionView, now: i64) -> 
             None => prev.is_some() || s.status != "NOT_STARTED",
         })
         .map(|s| {
-            let at = if is_complete(&s.status) { s.end_time } else { s.start_time };
+            let at = if is_complete(&s.status) {
+                s.end_time
+            } else {
+                s.start_time
+            };
             StageChange {
                 ref_id: s.ref_id.clone(),
                 name: s.name.clone(),
                 status: s.status.clone(),
                 at: at.unwrap_or(now),
-                error: if is_complete(&s.status) { s.error() } else { None },
+                // Halting failures are listed with the outcome; a failure the pipeline ignores
+                // (FAILED_CONTINUE) is shown here, where it happens.
+                error: if s.status == "FAILED_CONTINUE" {
+                    s.error()
+                } else {
+                    None
+                },
             }
         })
         .collect();
@@ -168,7 +198,10 @@ pub fn outcome_lines(e: &ExecutionView, now: i64) -> Vec<String> {
     }
     for s in &e.stages {
         if let Some(err) = s.error() {
-            lines.push(format!("  stage {} \"{}\" {}: {err}", s.ref_id, s.name, s.status));
+            lines.push(format!(
+                "  stage {} \"{}\" {}: {err}",
+                s.ref_id, s.name, s.status
+            ));
         }
     }
     lines
@@ -238,7 +271,11 @@ impl<'a> Follower<'a> {
             }
             if !self.tried_stream {
                 self.tried_stream = true;
-                match self.client.events(&["api", "v1", "executions", &self.id, "events"]).await {
+                match self
+                    .client
+                    .events(&["api", "v1", "executions", &self.id, "events"])
+                    .await
+                {
                     Ok(res) => self.stream = Some(res.bytes_stream().boxed()),
                     Err(e @ CliError::Api { status: 404, .. }) => return Err(e),
                     Err(e @ CliError::Unauthorized { .. }) => return Err(e),
@@ -287,11 +324,19 @@ impl<'a> Follower<'a> {
                 tokio::time::sleep(POLL_INTERVAL).await;
             }
             self.polls += 1;
-            match self.client.get(&["api", "v1", "executions", &self.id], &[]).await {
+            match self
+                .client
+                .get(&["api", "v1", "executions", &self.id], &[])
+                .await
+            {
                 Ok(v) => return Ok(v),
-                Err(e @ (CliError::Connect { .. } | CliError::Transport { .. } | CliError::Api { status: 502..=504, .. }))
-                    if failures < MAX_POLL_FAILURES =>
-                {
+                Err(
+                    e @ (CliError::Connect { .. }
+                    | CliError::Transport { .. }
+                    | CliError::Api {
+                        status: 502..=504, ..
+                    }),
+                ) if failures < MAX_POLL_FAILURES => {
                     if failures == 0 {
                         eprintln!("lost contact with Ferry ({e}); retrying");
                     }
@@ -313,23 +358,43 @@ mod tests {
             .iter()
             .map(|(r, st, s, e)| json!({"refId": r, "name": format!("S{r}"), "type": "wait", "status": st, "startTime": s, "endTime": e}))
             .collect();
-        ExecutionView::from_json(&json!({"id": "e", "status": "RUNNING", "stages": stages})).unwrap()
+        ExecutionView::from_json(&json!({"id": "e", "status": "RUNNING", "stages": stages}))
+            .unwrap()
     }
 
     #[test]
     fn first_snapshot_shows_started_stages() {
-        let v = view(&[("1", "SUCCEEDED", Some(1000), Some(2000)), ("2", "RUNNING", Some(2000), None), ("3", "NOT_STARTED", None, None)]);
+        let v = view(&[
+            ("1", "SUCCEEDED", Some(1000), Some(2000)),
+            ("2", "RUNNING", Some(2000), None),
+            ("3", "NOT_STARTED", None, None),
+        ]);
         let c = changes(None, &v, 9000);
         let lines: Vec<String> = c.iter().map(StageChange::line).collect();
-        assert_eq!(lines, ["[00:00:02] stage 1 \"S1\" SUCCEEDED", "[00:00:02] stage 2 \"S2\" RUNNING"]);
+        assert_eq!(
+            lines,
+            [
+                "[00:00:02] stage 1 \"S1\" SUCCEEDED",
+                "[00:00:02] stage 2 \"S2\" RUNNING"
+            ]
+        );
     }
 
     #[test]
     fn later_snapshots_show_only_changes_in_time_order() {
-        let a = view(&[("1", "RUNNING", Some(1000), None), ("2", "RUNNING", Some(1000), None)]);
-        let b = view(&[("1", "SUCCEEDED", Some(1000), Some(5000)), ("2", "SUCCEEDED", Some(1000), Some(3000))]);
+        let a = view(&[
+            ("1", "RUNNING", Some(1000), None),
+            ("2", "RUNNING", Some(1000), None),
+        ]);
+        let b = view(&[
+            ("1", "SUCCEEDED", Some(1000), Some(5000)),
+            ("2", "SUCCEEDED", Some(1000), Some(3000)),
+        ]);
         let c = changes(Some(&a), &b, 0);
-        assert_eq!(c.iter().map(|c| c.ref_id.as_str()).collect::<Vec<_>>(), ["2", "1"]);
+        assert_eq!(
+            c.iter().map(|c| c.ref_id.as_str()).collect::<Vec<_>>(),
+            ["2", "1"]
+        );
         assert!(changes(Some(&b), &b, 0).is_empty());
     }
 
@@ -340,19 +405,111 @@ mod tests {
                         "context": {"exception": {"details": {"error": "nope"}}}}]}))
         .unwrap();
         let c = changes(None, &e, 0);
-        assert_eq!(c[0].line(), "[00:00:01] stage 1 \"Check\" TERMINAL: nope");
-        assert_eq!(outcome_lines(&e, 0), ["execution e TERMINAL after 1.5s", "  stage 1 \"Check\" TERMINAL: nope"]);
-        let ok = ExecutionView::from_json(&json!({"id": "e", "status": "SUCCEEDED", "startTime": 0, "endTime": 2000})).unwrap();
+        assert_eq!(
+            c[0].line(),
+            "[00:00:01] stage 1 \"Check\" TERMINAL",
+            "the error comes with the outcome"
+        );
+        let mut ignored = e.clone();
+        ignored.stages[0].status = "FAILED_CONTINUE".into();
+        assert_eq!(
+            changes(None, &ignored, 0)[0].line(),
+            "[00:00:01] stage 1 \"Check\" FAILED_CONTINUE: nope"
+        );
+        assert_eq!(
+            outcome_lines(&e, 0),
+            [
+                "execution e TERMINAL after 1.5s",
+                "  stage 1 \"Check\" TERMINAL: nope"
+            ]
+        );
+        let ok = ExecutionView::from_json(
+            &json!({"id": "e", "status": "SUCCEEDED", "startTime": 0, "endTime": 2000}),
+        )
+        .unwrap();
         assert_eq!(outcome_lines(&ok, 0), ["execution e SUCCEEDED in 2.0s"]);
     }
 
     #[test]
     fn judgment_helpers() {
-        let s: StageView = serde_json::from_value(json!({"refId": "4", "type": "manualJudgment", "status": "RUNNING",
-            "context": {"judgmentInputs": [{"value": "ship"}, {"value": "hold"}]}}))
+        let s: StageView = serde_json::from_value(
+            json!({"refId": "4", "type": "manualJudgment", "status": "RUNNING",
+            "context": {"judgmentInputs": [{"value": "ship"}, {"value": "hold"}]}}),
+        )
         .unwrap();
         assert!(s.awaits_judgment());
         assert_eq!(s.judgment_inputs(), ["ship", "hold"]);
         assert!(is_complete("STOPPED") && !is_complete("PAUSED"));
+    }
+
+    /// A fake API: `events` answers with `events_body` (or 500 when `None`); the execution is
+    /// SUCCEEDED when polled.
+    async fn fake_api(events_body: Option<&'static str>) -> (String, tokio::task::JoinHandle<()>) {
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse;
+        use axum::routing::get;
+        let app = axum::Router::new()
+            .route(
+                "/api/v1/executions/e/events",
+                get(move || async move {
+                    match events_body {
+                        Some(b) => {
+                            ([(header::CONTENT_TYPE, "text/event-stream")], b).into_response()
+                        }
+                        None => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    }
+                }),
+            )
+            .route(
+                "/api/v1/executions/e",
+                get(|| async {
+                    axum::Json(json!({"id": "e", "status": "SUCCEEDED", "stages": []}))
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (url, task)
+    }
+
+    fn client(url: &str) -> ApiClient {
+        ApiClient::new(url, Some("t".into()), crate::client::TokenSource::Given).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_broken_event_stream_falls_back_to_polling() {
+        // The stream sends one (running) snapshot, a keep-alive, then ends before completion.
+        let (url, task) = fake_api(Some(
+            ": hi\n\nevent: execution\ndata: {\"id\": \"e\", \"status\": \"RUNNING\"}\n\n",
+        ))
+        .await;
+        let c = client(&url);
+        let mut f = Follower::new(&c, "e");
+        assert_eq!(f.next().await.unwrap()["status"], "RUNNING");
+        assert_eq!(f.next().await.unwrap()["status"], "SUCCEEDED");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn no_event_stream_means_polling_from_the_start() {
+        let (url, task) = fake_api(None).await;
+        let c = client(&url);
+        let mut f = Follower::new(&c, "e");
+        assert_eq!(f.next().await.unwrap()["status"], "SUCCEEDED");
+        let mut p = Follower::new(&c, "e").polling();
+        assert_eq!(p.next().await.unwrap()["status"], "SUCCEEDED");
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn an_unknown_execution_is_an_error_not_a_poll_loop() {
+        let (url, task) = fake_api(None).await;
+        let c = client(&url);
+        let mut f = Follower::new(&c, "nope");
+        let err = f.next().await.unwrap_err();
+        assert!(matches!(err, CliError::Api { status: 404, .. }), "{err:?}");
+        task.abort();
     }
 }

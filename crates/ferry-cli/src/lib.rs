@@ -77,14 +77,19 @@ impl Globals {
     /// `ferry` plus the flags another `ferry` command, typed in the same environment, needs to
     /// reach `server` with the token of `data_dir` (for printed hints).
     pub fn command_prefix(&self, server: &str, data_dir: &Path) -> String {
-        let ambient_server = std::env::var("FERRY_SERVER").unwrap_or_else(|_| cli::DEFAULT_SERVER.into());
-        let ambient_dir = std::env::var_os("FERRY_DATA_DIR").map_or_else(default_data_dir, PathBuf::from);
+        let ambient_server =
+            std::env::var("FERRY_SERVER").unwrap_or_else(|_| cli::DEFAULT_SERVER.into());
+        let ambient_dir =
+            std::env::var_os("FERRY_DATA_DIR").map_or_else(default_data_dir, PathBuf::from);
         let mut s = String::from("ferry");
         if server.trim_end_matches('/') != ambient_server.trim_end_matches('/') {
             s.push_str(&format!(" --server {}", commands::shell_word(server)));
         }
         if self.token.is_none() && data_dir != ambient_dir {
-            s.push_str(&format!(" --data-dir {}", commands::shell_word(&data_dir.display().to_string())));
+            s.push_str(&format!(
+                " --data-dir {}",
+                commands::shell_word(&data_dir.display().to_string())
+            ));
         }
         s
     }
@@ -94,9 +99,18 @@ impl Globals {
 /// `json`.
 pub fn init_logging(json: bool, default_level: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Parses the command line (exiting with code 2 and clap's message on a usage error, 0 on
@@ -107,9 +121,12 @@ pub fn main() -> Result<(), CliError> {
     let data_dir_on_command_line = matches!(
         matches.value_source("data_dir"),
         Some(clap::parser::ValueSource::CommandLine)
-    ) || matches
-        .subcommand()
-        .is_some_and(|(_, m)| matches!(m.value_source("data_dir"), Some(clap::parser::ValueSource::CommandLine)));
+    ) || matches.subcommand().is_some_and(|(_, m)| {
+        matches!(
+            m.value_source("data_dir"),
+            Some(clap::parser::ValueSource::CommandLine)
+        )
+    });
     let globals = Globals {
         server: cli.server.clone(),
         token: cli.token.clone(),
@@ -123,9 +140,13 @@ pub fn main() -> Result<(), CliError> {
     };
     init_logging(cli.log_json, level);
     let runtime = if multi_thread {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     }
     .map_err(|e| CliError::Failed(format!("cannot start the async runtime: {e}")))?;
     let result = runtime.block_on(dispatch(cli.command, globals));
@@ -146,7 +167,9 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
                 allow_url_hosts: a.allow_url_hosts,
                 max_body_bytes: a.max_body_bytes,
             };
-            server::run(&options).await.map_err(|e| CliError::Server(e.to_string()))
+            server::run(&options)
+                .await
+                .map_err(|e| CliError::Server(e.to_string()))
         }
         Command::Apply(a) => commands::apply(&globals.client()?, &a).await,
         Command::Validate(a) => commands::validate(&a).await,
@@ -167,9 +190,18 @@ mod tests {
 
     #[test]
     fn data_dir_defaults() {
-        assert_eq!(data_dir_from(Some("/x".into()), Some("/h".into())), PathBuf::from("/x/ferry"));
-        assert_eq!(data_dir_from(Some("rel".into()), Some("/h".into())), PathBuf::from("/h/.local/share/ferry"));
-        assert_eq!(data_dir_from(None, Some("/h".into())), PathBuf::from("/h/.local/share/ferry"));
+        assert_eq!(
+            data_dir_from(Some("/x".into()), Some("/h".into())),
+            PathBuf::from("/x/ferry")
+        );
+        assert_eq!(
+            data_dir_from(Some("rel".into()), Some("/h".into())),
+            PathBuf::from("/h/.local/share/ferry")
+        );
+        assert_eq!(
+            data_dir_from(None, Some("/h".into())),
+            PathBuf::from("/h/.local/share/ferry")
+        );
         assert_eq!(data_dir_from(None, None), PathBuf::from("ferry-data"));
     }
 
@@ -181,8 +213,13 @@ mod tests {
             data_dir: default_data_dir(),
             data_dir_on_command_line: false,
         };
-        if std::env::var_os("FERRY_SERVER").is_none() && std::env::var_os("FERRY_DATA_DIR").is_none() {
-            assert_eq!(g.command_prefix(cli::DEFAULT_SERVER, &default_data_dir()), "ferry");
+        if std::env::var_os("FERRY_SERVER").is_none()
+            && std::env::var_os("FERRY_DATA_DIR").is_none()
+        {
+            assert_eq!(
+                g.command_prefix(cli::DEFAULT_SERVER, &default_data_dir()),
+                "ferry"
+            );
         }
         assert_eq!(
             g.command_prefix("http://127.0.0.1:9000", Path::new("/tmp/d d")),

@@ -87,7 +87,11 @@ pub fn applications_table(apps: &[Value]) -> String {
             vec![
                 text(a, "name"),
                 text(a, "email"),
-                if owners.is_empty() { "-".into() } else { owners.join(",") },
+                if owners.is_empty() {
+                    "-".into()
+                } else {
+                    owners.join(",")
+                },
             ]
         })
         .collect();
@@ -126,7 +130,17 @@ pub fn executions_table(executions: &[Value], now: i64) -> String {
             ]
         })
         .collect();
-    table(&["ID", "APPLICATION", "PIPELINE", "STATUS", "STARTED", "DURATION"], &rows)
+    table(
+        &[
+            "ID",
+            "APPLICATION",
+            "PIPELINE",
+            "STATUS",
+            "STARTED",
+            "DURATION",
+        ],
+        &rows,
+    )
 }
 
 /// One execution: a summary line, the stage table (REF, NAME, TYPE, STATUS, DURATION), then
@@ -144,7 +158,10 @@ pub fn execution_detail(e: &Value, now: i64) -> String {
     if let Some(reason) = e.get("cancellationReason").and_then(Value::as_str) {
         out.push_str(&format!("canceled: {reason}\n"));
     }
-    let stages: &[Value] = e.get("stages").and_then(Value::as_array).map_or(&[], Vec::as_slice);
+    let stages: &[Value] = e
+        .get("stages")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice);
     let rows: Vec<Vec<String>> = stages
         .iter()
         .map(|s| {
@@ -158,14 +175,22 @@ pub fn execution_detail(e: &Value, now: i64) -> String {
         })
         .collect();
     out.push('\n');
-    out.push_str(&table(&["REF", "NAME", "TYPE", "STATUS", "DURATION"], &rows));
+    out.push_str(&table(
+        &["REF", "NAME", "TYPE", "STATUS", "DURATION"],
+        &rows,
+    ));
     let mut notes = Vec::new();
     for s in stages {
         let label = format!("stage {} \"{}\"", text(s, "refId"), text(s, "name"));
         if let Some(err) = stage_error(s) {
             notes.push(format!("{label}: error: {err}"));
         }
-        for m in s.get("messages").and_then(Value::as_array).into_iter().flatten() {
+        for m in s
+            .get("messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some(m) = m.as_str() {
                 notes.push(format!("{label}: {m}"));
             }
@@ -284,17 +309,35 @@ mod tests {
 
     #[test]
     fn resource_tables() {
-        let apps = [json!({"name": "shop", "email": "t@x.io", "owners": ["a", "b"]}), json!({"name": "b"})];
-        assert_eq!(applications_table(&apps), "NAME   EMAIL    OWNERS\nshop   t@x.io   a,b\nb      -        -\n");
-        let pls = [json!({"application": "shop", "name": "release", "id": "p1", "version": 3, "updatedAt": 0})];
+        let apps = [
+            json!({"name": "shop", "email": "t@x.io", "owners": ["a", "b"]}),
+            json!({"name": "b"}),
+        ];
+        assert_eq!(
+            applications_table(&apps),
+            "NAME   EMAIL    OWNERS\nshop   t@x.io   a,b\nb      -        -\n"
+        );
+        let pls = [
+            json!({"application": "shop", "name": "release", "id": "p1", "version": 3, "updatedAt": 0}),
+        ];
         assert_eq!(
             pipelines_table(&pls),
             "APPLICATION   NAME      ID   VERSION   UPDATED\nshop          release   p1   3         1970-01-01 00:00:00\n"
         );
-        let exs = [json!({"id": "e1", "application": "shop", "name": "release", "status": "RUNNING", "startTime": 1000})];
+        let exs = [
+            json!({"id": "e1", "application": "shop", "name": "release", "status": "RUNNING", "startTime": 1000}),
+        ];
         let t = executions_table(&exs, 4500);
-        assert!(t.starts_with("ID   APPLICATION   PIPELINE   STATUS    STARTED               DURATION\n"), "{t}");
-        assert!(t.contains("e1   shop          release    RUNNING   1970-01-01 00:00:01   3.5s"), "{t}");
+        assert!(
+            t.starts_with(
+                "ID   APPLICATION   PIPELINE   STATUS    STARTED               DURATION\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("e1   shop          release    RUNNING   1970-01-01 00:00:01   3.5s"),
+            "{t}"
+        );
     }
 
     #[test]
@@ -305,9 +348,18 @@ mod tests {
                  "startTime": 0, "endTime": 10, "messages": ["a warning"],
                  "context": {"exception": {"details": {"error": "preconditions[0]: nope"}}}}]});
         let d = execution_detail(&e, 0);
-        assert!(d.contains("REF   NAME    TYPE                 STATUS     DURATION"), "{d}");
-        assert!(d.contains("1     Check   checkPreconditions   TERMINAL   10ms"), "{d}");
-        assert!(d.contains("stage 1 \"Check\": error: preconditions[0]: nope"), "{d}");
+        assert!(
+            d.contains("REF   NAME    TYPE                 STATUS     DURATION"),
+            "{d}"
+        );
+        assert!(
+            d.contains("1     Check   checkPreconditions   TERMINAL   10ms"),
+            "{d}"
+        );
+        assert!(
+            d.contains("stage 1 \"Check\": error: preconditions[0]: nope"),
+            "{d}"
+        );
         assert!(d.contains("stage 1 \"Check\": a warning"), "{d}");
     }
 
@@ -329,7 +381,10 @@ mod tests {
     #[test]
     fn structured_output() {
         let v = json!({"a": [1, 2]});
-        assert_eq!(structured(Output::Json, &v).unwrap(), "{\n  \"a\": [\n    1,\n    2\n  ]\n}\n");
+        assert_eq!(
+            structured(Output::Json, &v).unwrap(),
+            "{\n  \"a\": [\n    1,\n    2\n  ]\n}\n"
+        );
         let y = structured(Output::Yaml, &v).unwrap();
         assert!(y.contains("a:"), "{y}");
     }

@@ -46,7 +46,10 @@ impl std::fmt::Debug for ServerOptions {
         f.debug_struct("ServerOptions")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field("database_url", &self.database_url.as_deref().map(ferry_http::redact_url))
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(ferry_http::redact_url),
+            )
             .field("allow_networks", &self.allow_networks)
             .field("allow_url_hosts", &self.allow_url_hosts)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -134,7 +137,9 @@ impl RunningServer {
     /// Waits until the HTTP server ends on its own (it only does on an error).
     pub async fn wait_for_failure(&mut self) -> ServerError {
         match (&mut self.serve_task).await {
-            Ok(Ok(())) => ServerError::Serve(std::io::Error::other("the server stopped unexpectedly")),
+            Ok(Ok(())) => {
+                ServerError::Serve(std::io::Error::other("the server stopped unexpectedly"))
+            }
             Ok(Err(e)) => ServerError::Serve(e),
             Err(e) => ServerError::Serve(std::io::Error::other(e.to_string())),
         }
@@ -151,7 +156,10 @@ impl RunningServer {
             Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
         };
         self.engine.shutdown();
-        if tokio::time::timeout(ENGINE_STOP_GRACE, &mut self.engine_task).await.is_err() {
+        if tokio::time::timeout(ENGINE_STOP_GRACE, &mut self.engine_task)
+            .await
+            .is_err()
+        {
             tracing::warn!("the engine did not stop in time");
             self.engine_task.abort();
         }
@@ -187,7 +195,8 @@ impl UrlFetcher for GuardedFetcher {
                 response.status
             ));
         }
-        String::from_utf8(response.body.to_vec()).map_err(|_| "the response is not UTF-8 text".to_string())
+        String::from_utf8(response.body.to_vec())
+            .map_err(|_| "the response is not UTF-8 text".to_string())
     }
 }
 
@@ -216,7 +225,10 @@ fn ensure_data_dir(path: &Path) -> Result<(), ServerError> {
     if path.is_dir() {
         return Ok(());
     }
-    let err = |source| ServerError::DataDir { path: path.to_path_buf(), source };
+    let err = |source| ServerError::DataDir {
+        path: path.to_path_buf(),
+        source,
+    };
     std::fs::create_dir_all(path).map_err(err)?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(err)
@@ -225,12 +237,20 @@ fn ensure_data_dir(path: &Path) -> Result<(), ServerError> {
 /// Starts everything and binds; the server is serving when this returns.
 pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError> {
     ensure_data_dir(&options.data_dir)?;
-    let store_config = ferry_store::StoreConfig::from_url_or_dir(options.database_url.as_deref(), &options.data_dir)
+    let store_config = ferry_store::StoreConfig::from_url_or_dir(
+        options.database_url.as_deref(),
+        &options.data_dir,
+    )
+    .map_err(ServerError::Store)?;
+    let store = ferry_store::open(&store_config)
+        .await
         .map_err(ServerError::Store)?;
-    let store = ferry_store::open(&store_config).await.map_err(ServerError::Store)?;
 
     let work_dir = options.data_dir.join("work");
-    std::fs::create_dir_all(&work_dir).map_err(|source| ServerError::DataDir { path: work_dir.clone(), source })?;
+    std::fs::create_dir_all(&work_dir).map_err(|source| ServerError::DataDir {
+        path: work_dir.clone(),
+        source,
+    })?;
     let services = ferry_stages::StageServices {
         http: GuardedClient::new(webhook_policy(options)).map_err(ServerError::Policy)?,
         notifier: Arc::new(ferry_stages::LogNotifier),
@@ -245,14 +265,22 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         })),
         None => None,
     };
-    let config = EngineConfig { url_fetcher, ..EngineConfig::default() };
-    let (engine, engine_task) = Engine::start(store.clone(), registry, config).await.map_err(ServerError::Engine)?;
+    let config = EngineConfig {
+        url_fetcher,
+        ..EngineConfig::default()
+    };
+    let (engine, engine_task) = Engine::start(store.clone(), registry, config)
+        .await
+        .map_err(ServerError::Engine)?;
 
     let (admin, token_file) = match LocalAdmin::load_or_create(&options.data_dir) {
         Ok(t) => t,
         Err(source) => {
             engine.shutdown();
-            return Err(ServerError::Token { path: options.data_dir.join(ferry_server::auth::TOKEN_FILE), source });
+            return Err(ServerError::Token {
+                path: options.data_dir.join(ferry_server::auth::TOKEN_FILE),
+                source,
+            });
         }
     };
     tracing::info!(token_file = %token_file.display(), "local admin token (the CLI on this machine reads it)");
@@ -261,7 +289,10 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         Ok(l) => l,
         Err(source) => {
             engine.shutdown();
-            return Err(ServerError::Bind { addr: options.listen.clone(), source });
+            return Err(ServerError::Bind {
+                addr: options.listen.clone(),
+                source,
+            });
         }
     };
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
@@ -272,12 +303,18 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         authz: Arc::new(AdminOnly),
         metrics: Arc::new(ferry_server::metrics::Metrics::default()),
         max_body_bytes: options.max_body_bytes,
+        shutdown: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         let _ = stop_rx.await;
     };
-    let serve_task = tokio::spawn(ferry_server::serve(listener, state, shutdown, SHUTDOWN_GRACE));
+    let serve_task = tokio::spawn(ferry_server::serve(
+        listener,
+        state,
+        shutdown,
+        SHUTDOWN_GRACE,
+    ));
     tracing::info!(%addr, store = %store_config.redacted(), "serving");
     Ok(RunningServer {
         addr,
@@ -372,12 +409,21 @@ mod tests {
         let server = start(&options(&data)).await.unwrap();
         assert_ne!(server.addr.port(), 0);
         let line = server.ready_line();
-        assert!(line.starts_with("ferry ready on http://127.0.0.1:"), "{line}");
-        assert!(line.ends_with(&format!("(data: {}, store: sqlite)", data.display())), "{line}");
+        assert!(
+            line.starts_with("ferry ready on http://127.0.0.1:"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(&format!("(data: {}, store: sqlite)", data.display())),
+            "{line}"
+        );
         assert!(server.token_file.exists());
         assert!(data.join("work").is_dir());
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&data).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            std::fs::metadata(&data).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         server.stop().await.unwrap();
     }
 
@@ -388,6 +434,42 @@ mod tests {
         let mut o = options(dir.path());
         o.listen = taken.local_addr().unwrap().to_string();
         let err = start(&o).await.err().unwrap();
-        assert!(err.to_string().starts_with("cannot listen on 127.0.0.1:"), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot listen on 127.0.0.1:"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn from_url_fetches_through_the_guard_from_a_blocking_thread() {
+        use axum::routing::get;
+        let app = axum::Router::new().route("/cfg.json", get(|| async { "{\"a\":1}" }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let served = tokio::spawn(async move { axum::serve(listener, app).await });
+        let mut o = options(Path::new("/tmp/x"));
+        o.allow_networks = vec!["127.0.0.0/8".parse().unwrap()];
+        o.allow_url_hosts = vec!["127.0.0.1".into()];
+        let fetcher = Arc::new(GuardedFetcher {
+            client: GuardedClient::new(from_url_policy(&o).unwrap()).unwrap(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let fetch = |url: String| {
+            let f = fetcher.clone();
+            tokio::task::spawn_blocking(move || f.fetch(&url))
+        };
+        let ok = fetch(format!("http://127.0.0.1:{port}/cfg.json"))
+            .await
+            .unwrap();
+        assert_eq!(ok.unwrap(), "{\"a\":1}");
+        let missing = fetch(format!("http://127.0.0.1:{port}/nope"))
+            .await
+            .unwrap();
+        assert!(missing.unwrap_err().contains("answered HTTP 404"));
+        let off_list = fetch(format!("http://localhost:{port}/cfg.json"))
+            .await
+            .unwrap();
+        assert!(off_list.is_err());
+        served.abort();
     }
 }

@@ -112,20 +112,33 @@ mod tests {
     }
 
     fn ev(event: &str, data: &str) -> SseEvent {
-        SseEvent { event: event.into(), data: data.into(), id: None }
+        SseEvent {
+            event: event.into(),
+            data: data.into(),
+            id: None,
+        }
     }
 
     #[test]
     fn whole_events() {
         let got = feed(&[b"event: execution\ndata: {\"a\":1}\n\nevent: execution\ndata: {}\n\n"]);
-        assert_eq!(got, vec![ev("execution", "{\"a\":1}"), ev("execution", "{}")]);
+        assert_eq!(
+            got,
+            vec![ev("execution", "{\"a\":1}"), ev("execution", "{}")]
+        );
     }
 
     #[test]
     fn chunks_split_anywhere_give_the_same_events() {
         let text = "event: execution\r\ndata: {\"name\":\"d\u{e9}ploy\"}\r\n\r\n: keep-alive\n\ndata: x\n\n";
         let want = feed(&[text.as_bytes()]);
-        assert_eq!(want, vec![ev("execution", "{\"name\":\"d\u{e9}ploy\"}"), ev("message", "x")]);
+        assert_eq!(
+            want,
+            vec![
+                ev("execution", "{\"name\":\"d\u{e9}ploy\"}"),
+                ev("message", "x")
+            ]
+        );
         let bytes = text.as_bytes();
         for cut in 0..bytes.len() {
             assert_eq!(feed(&[&bytes[..cut], &bytes[cut..]]), want, "cut at {cut}");
@@ -137,7 +150,10 @@ mod tests {
     #[test]
     fn multi_line_data_and_odd_line_endings() {
         let got = feed(&[b"data: one\rdata: two\r\rdata:three\ndata\n\n"]);
-        assert_eq!(got, vec![ev("message", "one\ntwo"), ev("message", "three\n")]);
+        assert_eq!(
+            got,
+            vec![ev("message", "one\ntwo"), ev("message", "three\n")]
+        );
     }
 
     #[test]

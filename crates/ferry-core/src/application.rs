@@ -81,9 +81,12 @@ mod tests {
 
     #[test]
     fn parses_and_reports_every_problem() {
-        let app = Application::parse(&json!({"name": "shop", "email": "a@b.c", "owners": ["ann"]})).unwrap();
+        let app = Application::parse(&json!({"name": "shop", "email": "a@b.c", "owners": ["ann"]}))
+            .unwrap();
         assert_eq!(app.owners, vec!["ann"]);
-        let err = Application::parse(&json!({"name": "Shop_1", "email": "nope", "owners": [1, {}]})).unwrap_err();
+        let err =
+            Application::parse(&json!({"name": "Shop_1", "email": "nope", "owners": [1, {}]}))
+                .unwrap_err();
         let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(got[0].starts_with("name: \"Shop_1\" is not a valid application name"));

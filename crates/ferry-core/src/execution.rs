@@ -261,7 +261,8 @@ mod tests {
                        "completeOtherBranchesThenFail": cobtf})
             })
             .collect();
-        let (p, problems) = parse_pipeline(&json!({"application": "a", "name": "p", "stages": stages}));
+        let (p, problems) =
+            parse_pipeline(&json!({"application": "a", "name": "p", "stages": stages}));
         assert!(problems.is_empty());
         Execution {
             id: "e".into(),
@@ -318,8 +319,18 @@ mod tests {
     fn outcome_follows_the_reference() {
         use Status::*;
         let cases: &[(&[(Status, bool)], Status)] = &[
-            (&[(Succeeded, false), (Skipped, false), (FailedContinue, false)], Succeeded),
-            (&[(Succeeded, false), (Terminal, false), (Canceled, false)], Terminal),
+            (
+                &[
+                    (Succeeded, false),
+                    (Skipped, false),
+                    (FailedContinue, false),
+                ],
+                Succeeded,
+            ),
+            (
+                &[(Succeeded, false), (Terminal, false), (Canceled, false)],
+                Terminal,
+            ),
             (&[(Canceled, false), (Stopped, false)], Canceled),
             (&[(Succeeded, false), (Stopped, false)], Succeeded),
             (&[(Succeeded, false), (Stopped, true)], Terminal),

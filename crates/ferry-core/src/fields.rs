@@ -191,7 +191,10 @@ impl<'a> Fields<'a> {
                 Ok(v) => Some(v),
                 Err(_) if self.lenient && crate::looks_like_expression(s) => None,
                 Err(_) => {
-                    self.problem(key, format!("must be a non-negative integer, found \"{s}\""));
+                    self.problem(
+                        key,
+                        format!("must be a non-negative integer, found \"{s}\""),
+                    );
                     None
                 }
             },

@@ -21,7 +21,9 @@ pub use execution::{
 pub use pipeline::{FailurePolicy, ParameterConfig, Pipeline, StageDef, parse_pipeline};
 pub use problem::{Problem, Problems};
 pub use status::Status;
-pub use store::{ExecutionFilter, ExecutionWrite, PipelineRecord, QueuedCommand, Store, StoreError, StoreResult};
+pub use store::{
+    ExecutionFilter, ExecutionWrite, PipelineRecord, QueuedCommand, Store, StoreError, StoreResult,
+};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_millis() -> i64 {

@@ -259,7 +259,10 @@ fn parse_stage(v: &Value, path: &str, problems: &mut Vec<Problem>) -> StageDef {
             Fields::new(se, &p, f.problems).required_str("expression")
         }
         Some(other) => {
-            let msg = format!("must be an object {{type, expression}}, found {}", kind(other));
+            let msg = format!(
+                "must be an object {{type, expression}}, found {}",
+                kind(other)
+            );
             f.problem("stageEnabled", msg);
             None
         }
@@ -300,7 +303,10 @@ fn parse_window(v: &Value, path: &str, problems: &mut Vec<Problem>) -> Execution
         for (i, d) in items.iter().enumerate() {
             match d.as_u64() {
                 Some(n @ 1..=7) => days.push(n as u8),
-                _ => f.problem(&format!("days[{i}]"), "must be a day number from 1 (Sunday) to 7 (Saturday)"),
+                _ => f.problem(
+                    &format!("days[{i}]"),
+                    "must be a day number from 1 (Sunday) to 7 (Saturday)",
+                ),
             }
         }
     }
@@ -375,14 +381,23 @@ fn parse_parameter(v: &Value, path: &str, problems: &mut Vec<Problem>) -> Option
                 Some(Value::String(s)) => options.push(s.clone()),
                 Some(Value::Number(n)) => options.push(n.to_string()),
                 Some(Value::Bool(b)) => options.push(b.to_string()),
-                _ => f.problem(&format!("options[{i}].value"), "is required and must be a string"),
+                _ => f.problem(
+                    &format!("options[{i}].value"),
+                    "is required and must be a string",
+                ),
             }
         }
     }
     if has_options && options.is_empty() {
-        f.problem("options", "must list at least one option when hasOptions is true");
+        f.problem(
+            "options",
+            "must list at least one option when hasOptions is true",
+        );
     }
-    let default = f.get("default").cloned().filter(|d| d != &Value::String(String::new()));
+    let default = f
+        .get("default")
+        .cloned()
+        .filter(|d| d != &Value::String(String::new()));
     if let (true, Some(d)) = (has_options, &default) {
         let d = value_as_param_string(d);
         if !options.contains(&d) {
@@ -417,7 +432,10 @@ fn check_graph(stages: &[StageDef], problems: &mut Vec<Problem>) {
         if let Some(first) = index.get(s.ref_id.as_str()) {
             problems.push(Problem::new(
                 format!("stages[{i}].refId"),
-                format!("duplicate refId \"{}\" (also used by stages[{first}])", s.ref_id),
+                format!(
+                    "duplicate refId \"{}\" (also used by stages[{first}])",
+                    s.ref_id
+                ),
             ));
         } else {
             index.insert(&s.ref_id, i);
@@ -430,7 +448,10 @@ fn check_graph(stages: &[StageDef], problems: &mut Vec<Problem>) {
             if r == &s.ref_id {
                 problems.push(Problem::new(path, "a stage cannot depend on itself"));
             } else if !index.contains_key(r.as_str()) {
-                problems.push(Problem::new(path, format!("names no stage: there is no refId \"{r}\"")));
+                problems.push(Problem::new(
+                    path,
+                    format!("names no stage: there is no refId \"{r}\""),
+                ));
             } else if !seen.insert(r) {
                 problems.push(Problem::new(path, format!("\"{r}\" is listed twice")));
             }
@@ -483,7 +504,11 @@ mod tests {
     use serde_json::json;
 
     fn problems_of(doc: Value) -> Vec<String> {
-        parse_pipeline(&doc).1.into_iter().map(|p| p.to_string()).collect()
+        parse_pipeline(&doc)
+            .1
+            .into_iter()
+            .map(|p| p.to_string())
+            .collect()
     }
 
     #[test]
@@ -507,8 +532,14 @@ mod tests {
         assert!(p.limit_concurrent);
         assert_eq!(p.stages[1].ref_id, "2");
         assert_eq!(p.stages[1].name, "wait");
-        assert_eq!(p.stages[1].failure.failed_status(), crate::Status::FailedContinue);
-        assert_eq!(p.stages[1].stage_enabled.as_deref(), Some("${parameters.env == 'prod'}"));
+        assert_eq!(
+            p.stages[1].failure.failed_status(),
+            crate::Status::FailedContinue
+        );
+        assert_eq!(
+            p.stages[1].stage_enabled.as_deref(),
+            Some("${parameters.env == 'prod'}")
+        );
         assert_eq!(p.stages[0].context["waitTime"], json!(1));
         assert_eq!(p.parameter_config[0].options, vec!["qa", "prod"]);
     }
@@ -553,7 +584,10 @@ mod tests {
             ]
         }));
         assert_eq!(got.len(), 1, "{got:?}");
-        assert!(got[0].contains("cycle through refIds \"a\", \"b\", \"c\""), "{got:?}");
+        assert!(
+            got[0].contains("cycle through refIds \"a\", \"b\", \"c\""),
+            "{got:?}"
+        );
     }
 
     #[test]

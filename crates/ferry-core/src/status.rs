@@ -120,7 +120,13 @@ impl Status {
     pub fn roll_up(statuses: impl IntoIterator<Item = Status>) -> Status {
         statuses
             .into_iter()
-            .map(|s| if s == Status::Skipped { Status::Succeeded } else { s })
+            .map(|s| {
+                if s == Status::Skipped {
+                    Status::Succeeded
+                } else {
+                    s
+                }
+            })
             .max_by_key(|s| s.failure_rank())
             .unwrap_or(Status::Succeeded)
     }
@@ -167,7 +173,10 @@ mod tests {
             assert_eq!(Status::parse(s.as_str()), Some(s));
             assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
         }
-        assert_eq!(Status::parse("failed_continue"), Some(Status::FailedContinue));
+        assert_eq!(
+            Status::parse("failed_continue"),
+            Some(Status::FailedContinue)
+        );
         assert_eq!(Status::parse("nope"), None);
     }
 

@@ -122,8 +122,11 @@ pub trait Store: Send + Sync + 'static {
     /// The latest version of a pipeline.
     async fn get_pipeline(&self, id: &str) -> StoreResult<Option<PipelineRecord>>;
     /// The latest version of the pipeline with this application and name.
-    async fn find_pipeline(&self, application: &str, name: &str)
-    -> StoreResult<Option<PipelineRecord>>;
+    async fn find_pipeline(
+        &self,
+        application: &str,
+        name: &str,
+    ) -> StoreResult<Option<PipelineRecord>>;
     /// Latest versions, by application then name.
     async fn list_pipelines(&self, application: Option<&str>) -> StoreResult<Vec<PipelineRecord>>;
     /// Every version of one pipeline, newest first.
@@ -147,7 +150,8 @@ pub trait Store: Send + Sync + 'static {
     /// One execution with its stages.
     async fn get_execution(&self, id: &str) -> StoreResult<Option<Execution>>;
     /// Listing rows, newest first.
-    async fn list_executions(&self, filter: &ExecutionFilter) -> StoreResult<Vec<ExecutionSummary>>;
+    async fn list_executions(&self, filter: &ExecutionFilter)
+    -> StoreResult<Vec<ExecutionSummary>>;
     /// Every execution that is not complete, oldest first (for recovery after a restart).
     async fn incomplete_executions(&self) -> StoreResult<Vec<Execution>>;
     /// Deletes completed executions that ended before `before` (epoch millis); returns how many.

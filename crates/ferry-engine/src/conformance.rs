@@ -71,7 +71,13 @@ async fn save_and_run(engine: &EngineHandle, doc: Value) -> Result<String, Strin
         .await
         .map_err(|e| e.to_string())?;
     engine
-        .run_pipeline(&record, RunRequest { user: "conformance".into(), ..RunRequest::default() })
+        .run_pipeline(
+            &record,
+            RunRequest {
+                user: "conformance".into(),
+                ..RunRequest::default()
+            },
+        )
         .await
         .map_err(|e| e.to_string())
 }
@@ -98,21 +104,34 @@ pub async fn wait_for(
             return Err(format!(
                 "timed out waiting for {what}; execution is {} with stages {:?}",
                 e.status,
-                e.stages.iter().map(|s| (s.ref_id.clone(), s.status, s.context.get("exception").cloned())).collect::<Vec<_>>()
+                e.stages
+                    .iter()
+                    .map(|s| (
+                        s.ref_id.clone(),
+                        s.status,
+                        s.context.get("exception").cloned()
+                    ))
+                    .collect::<Vec<_>>()
             ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-async fn check_invalid(registry: &Registry, store: &Arc<dyn Store>, case: &Case) -> Result<(), String> {
+async fn check_invalid(
+    registry: &Registry,
+    store: &Arc<dyn Store>,
+    case: &Case,
+) -> Result<(), String> {
     for (stage, path) in &case.invalid {
         let doc = pipeline("invalid", stage, &[]);
         match crate::validate_pipeline(&doc, registry) {
             Ok(_) => return Err(format!("invalid stage {stage} was accepted")),
             Err(problems) => {
                 if !problems.0.iter().any(|p| p.path.starts_with(path)) {
-                    return Err(format!("invalid stage {stage}: no problem at {path}; got {problems}"));
+                    return Err(format!(
+                        "invalid stage {stage}: no problem at {path}; got {problems}"
+                    ));
                 }
             }
         }
@@ -129,23 +148,44 @@ async fn check_invalid(registry: &Registry, store: &Arc<dyn Store>, case: &Case)
 
 async fn check_succeeds_and_restart(engine: &EngineHandle, case: &Case) -> Result<(), String> {
     let id = save_and_run(engine, pipeline("succeeds", &case.succeeds, &[])).await?;
-    let e = wait_for(engine, &id, Duration::from_secs(15), "SUCCEEDED", |e| e.status.is_complete()).await?;
+    let e = wait_for(engine, &id, Duration::from_secs(15), "SUCCEEDED", |e| {
+        e.status.is_complete()
+    })
+    .await?;
     if e.status != Status::Succeeded || e.stages[0].status != Status::Succeeded {
-        return Err(format!("expected SUCCEEDED, got {} / {}: {:?}", e.status, e.stages[0].status, e.stages[0].context.get("exception")));
+        return Err(format!(
+            "expected SUCCEEDED, got {} / {}: {:?}",
+            e.status,
+            e.stages[0].status,
+            e.stages[0].context.get("exception")
+        ));
     }
     if e.stages[0].start_time.is_none() || e.stages[0].end_time.is_none() {
         return Err("a completed stage must have start and end times".into());
     }
     engine
-        .command(&id, Command::RestartStage { stage: "1".into(), user: "restarter".into() })
+        .command(
+            &id,
+            Command::RestartStage {
+                stage: "1".into(),
+                user: "restarter".into(),
+            },
+        )
         .await
         .map_err(|e| format!("restart refused: {e}"))?;
-    let e = wait_for(engine, &id, Duration::from_secs(15), "SUCCEEDED after restart", |e| {
-        e.status.is_complete() && e.stages[0].attempt == 2
-    })
+    let e = wait_for(
+        engine,
+        &id,
+        Duration::from_secs(15),
+        "SUCCEEDED after restart",
+        |e| e.status.is_complete() && e.stages[0].attempt == 2,
+    )
     .await?;
     if e.status != Status::Succeeded {
-        return Err(format!("after restart expected SUCCEEDED, got {}", e.status));
+        return Err(format!(
+            "after restart expected SUCCEEDED, got {}",
+            e.status
+        ));
     }
     match &e.stages[0].restart_details {
         Some(d) if d.restarted_by == "restarter" => Ok(()),
@@ -155,16 +195,31 @@ async fn check_succeeds_and_restart(engine: &EngineHandle, case: &Case) -> Resul
 
 async fn check_cancel(engine: &EngineHandle, case: &Case) -> Result<(), String> {
     let id = save_and_run(engine, pipeline("cancel", &case.long_running, &[])).await?;
-    wait_for(engine, &id, Duration::from_secs(10), "RUNNING", |e| e.stages[0].status == Status::Running).await?;
+    wait_for(engine, &id, Duration::from_secs(10), "RUNNING", |e| {
+        e.stages[0].status == Status::Running
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let asked = now_millis();
     engine
-        .command(&id, Command::Cancel { user: "canceler".into(), reason: Some("conformance".into()) })
+        .command(
+            &id,
+            Command::Cancel {
+                user: "canceler".into(),
+                reason: Some("conformance".into()),
+            },
+        )
         .await
         .map_err(|e| format!("cancel refused: {e}"))?;
-    let e = wait_for(engine, &id, Duration::from_secs(5), "CANCELED", |e| e.status.is_complete()).await?;
+    let e = wait_for(engine, &id, Duration::from_secs(5), "CANCELED", |e| {
+        e.status.is_complete()
+    })
+    .await?;
     if e.status != Status::Canceled || e.stages[0].status != Status::Canceled {
-        return Err(format!("expected CANCELED, got {} / {}", e.status, e.stages[0].status));
+        return Err(format!(
+            "expected CANCELED, got {} / {}",
+            e.status, e.stages[0].status
+        ));
     }
     if e.canceled_by.as_deref() != Some("canceler") {
         return Err("canceledBy not recorded".into());
@@ -174,7 +229,13 @@ async fn check_cancel(engine: &EngineHandle, case: &Case) -> Result<(), String> 
     }
     // A second cancel is refused: the execution is complete.
     if engine
-        .command(&id, Command::Cancel { user: "x".into(), reason: None })
+        .command(
+            &id,
+            Command::Cancel {
+                user: "x".into(),
+                reason: None,
+            },
+        )
         .await
         .is_ok()
     {
@@ -184,22 +245,47 @@ async fn check_cancel(engine: &EngineHandle, case: &Case) -> Result<(), String> 
 }
 
 async fn check_timeout(engine: &EngineHandle, case: &Case) -> Result<(), String> {
-    let id = save_and_run(engine, pipeline("timeout", &case.long_running, &[("stageTimeoutMs", json!(300))])).await?;
-    let e = wait_for(engine, &id, Duration::from_secs(10), "timeout", |e| e.status.is_complete()).await?;
+    let id = save_and_run(
+        engine,
+        pipeline(
+            "timeout",
+            &case.long_running,
+            &[("stageTimeoutMs", json!(300))],
+        ),
+    )
+    .await?;
+    let e = wait_for(engine, &id, Duration::from_secs(10), "timeout", |e| {
+        e.status.is_complete()
+    })
+    .await?;
     if e.status != Status::Terminal || e.stages[0].status != Status::Terminal {
-        return Err(format!("expected TERMINAL after timeout, got {} / {}", e.status, e.stages[0].status));
+        return Err(format!(
+            "expected TERMINAL after timeout, got {} / {}",
+            e.status, e.stages[0].status
+        ));
     }
-    let error = e.stages[0].context.get("exception").map(Value::to_string).unwrap_or_default();
+    let error = e.stages[0]
+        .context
+        .get("exception")
+        .map(Value::to_string)
+        .unwrap_or_default();
     if !error.contains("timed out") {
         return Err(format!("timeout error not recorded: {error}"));
     }
     Ok(())
 }
 
-async fn check_resume_after_crash(registry: &Registry, store: &Arc<dyn Store>, case: &Case) -> Result<(), String> {
+async fn check_resume_after_crash(
+    registry: &Registry,
+    store: &Arc<dyn Store>,
+    case: &Case,
+) -> Result<(), String> {
     let first = start(registry, store).await?;
     let id = save_and_run(&first, pipeline("resume", &case.long_running, &[])).await?;
-    wait_for(&first, &id, Duration::from_secs(10), "RUNNING", |e| e.stages[0].status == Status::Running).await?;
+    wait_for(&first, &id, Duration::from_secs(10), "RUNNING", |e| {
+        e.stages[0].status == Status::Running
+    })
+    .await?;
     tokio::time::sleep(Duration::from_millis(200)).await;
     // "Crash": the first engine stops with the stage mid-flight; only the store survives.
     first.shutdown();
@@ -211,15 +297,32 @@ async fn check_resume_after_crash(registry: &Registry, store: &Arc<dyn Store>, c
         .map_err(|e| e.to_string())?
         .ok_or("execution lost after restart")?;
     if e.status != Status::Running {
-        return Err(format!("after restart the execution is {}, not RUNNING", e.status));
+        return Err(format!(
+            "after restart the execution is {}, not RUNNING",
+            e.status
+        ));
     }
     if let Some(input) = &case.completing_input {
         second
-            .command(&id, Command::StageInput { stage: "1".into(), input: input.clone(), user: "resumer".into() })
+            .command(
+                &id,
+                Command::StageInput {
+                    stage: "1".into(),
+                    input: input.clone(),
+                    user: "resumer".into(),
+                },
+            )
             .await
             .map_err(|e| format!("input refused after restart: {e}"))?;
     }
-    let e = wait_for(&second, &id, Duration::from_secs(15), "completion after restart", |e| e.status.is_complete()).await?;
+    let e = wait_for(
+        &second,
+        &id,
+        Duration::from_secs(15),
+        "completion after restart",
+        |e| e.status.is_complete(),
+    )
+    .await?;
     second.shutdown();
     if e.status != Status::Succeeded {
         return Err(format!(

@@ -15,8 +15,8 @@ use crate::validate::validate_pipeline;
 use crate::window;
 use ferry_core::pipeline::value_as_param_string;
 use ferry_core::{
-    Execution, ExecutionWrite, PausedDetails, PipelineRecord, Problem, Problems, RestartDetails, StageExecution,
-    Status, Store, StoreError, TaskExecution, Trigger, now_millis,
+    Execution, ExecutionWrite, PausedDetails, PipelineRecord, Problem, Problems, RestartDetails,
+    StageExecution, Status, Store, StoreError, TaskExecution, Trigger, now_millis,
 };
 use ferry_expr::Limits;
 use serde::{Deserialize, Serialize};
@@ -198,7 +198,10 @@ pub mod samples {
         }
         /// Takes the recorded samples.
         pub fn take(&self) -> Vec<u64> {
-            self.data.lock().map(|mut d| std::mem::take(&mut *d)).unwrap_or_default()
+            self.data
+                .lock()
+                .map(|mut d| std::mem::take(&mut *d))
+                .unwrap_or_default()
         }
     }
 }
@@ -261,6 +264,8 @@ struct StepDone {
 struct StageRt {
     generation: u64,
     in_flight: bool,
+    /// A poke arrived while a step was in flight: step again as soon as it returns.
+    poked: bool,
     recovered: bool,
     cancel: CancellationToken,
     deferred: Vec<Deferred>,
@@ -276,6 +281,9 @@ struct Live {
     exec: Execution,
     rt: Vec<StageRt>,
 }
+
+/// A timer: when, a sequence number (ties), the execution, the stage index and why.
+type TimerEntry = (Instant, u64, String, usize, Timer);
 
 /// Why a timer was armed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -402,7 +410,7 @@ struct Actor {
     /// Callers to answer once the pending changes are committed.
     after_commit: Vec<AfterCommit>,
     live: HashMap<String, Live>,
-    timers: BinaryHeap<Reverse<(Instant, u64, String, usize, Timer)>>,
+    timers: BinaryHeap<Reverse<TimerEntry>>,
     timer_seq: u64,
 }
 
@@ -464,11 +472,7 @@ impl EngineHandle {
             parameters,
             extra: request.extra,
         };
-        let stages = pipeline
-            .stages
-            .iter()
-            .map(|d| new_stage(&id, d))
-            .collect();
+        let stages = pipeline.stages.iter().map(|d| new_stage(&id, d)).collect();
         let execution = Execution {
             id: id.clone(),
             execution_type: "PIPELINE".into(),
@@ -716,7 +720,9 @@ impl Actor {
         self.update_live_gauge();
         for id in ids {
             let mut fx = Effects::default();
-            let Some(live) = self.live.get_mut(&id) else { continue };
+            let Some(live) = self.live.get_mut(&id) else {
+                continue;
+            };
             match live.exec.status {
                 Status::Running => {
                     for i in 0..live.exec.stages.len() {
@@ -811,7 +817,9 @@ impl Actor {
         let mut waiting: Vec<(i64, String)> = self
             .live
             .values()
-            .filter(|l| l.exec.pipeline_config_id == pipeline_id && l.exec.status == Status::NotStarted)
+            .filter(|l| {
+                l.exec.pipeline_config_id == pipeline_id && l.exec.status == Status::NotStarted
+            })
             .map(|l| (l.exec.build_time, l.exec.id.clone()))
             .collect();
         if waiting.is_empty() {
@@ -838,7 +846,8 @@ impl Actor {
                     .get(id)
                     .is_some_and(|l| l.exec.start_time.is_some());
                 if !restarted {
-                    self.cancel_waiting(id, "superseded by a newer waiting run").await;
+                    self.cancel_waiting(id, "superseded by a newer waiting run")
+                        .await;
                 }
             }
             waiting.retain(|(_, id)| {
@@ -888,7 +897,9 @@ impl Actor {
     /// Starts every stage whose parents all allow it, and completes the execution when nothing
     /// runs and nothing can start.
     fn advance(&mut self, id: &str, fx: &mut Effects) {
-        let Some(live) = self.live.get_mut(id) else { return };
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
         let exec = &mut live.exec;
         if exec.status != Status::Running {
             return;
@@ -899,10 +910,10 @@ impl Actor {
             if exec.stages[i].status != Status::NotStarted {
                 continue;
             }
-            let ready = exec.stages[i].requisite_stage_ref_ids.iter().all(|r| {
-                exec.stage(r)
-                    .is_some_and(|p| p.status.allows_downstream())
-            });
+            let ready = exec.stages[i]
+                .requisite_stage_ref_ids
+                .iter()
+                .all(|r| exec.stage(r).is_some_and(|p| p.status.allows_downstream()));
             if !ready {
                 continue;
             }
@@ -949,16 +960,19 @@ impl Actor {
                             .filter(|j| !(j.skip_manual && exec.trigger.trigger_type == "manual"))
                             .map(|j| {
                                 let span = j.max_delay.saturating_sub(j.min_delay);
-                                let extra = if span == 0 { 0 } else { rand::random::<u64>() % (span + 1) };
+                                let extra = if span == 0 {
+                                    0
+                                } else {
+                                    rand::random::<u64>() % (span + 1)
+                                };
                                 ((j.min_delay + extra) * 1000) as i64
                             })
                             .unwrap_or(0);
                         let at = open + jitter;
                         if at > now {
-                            exec.stages[i].context.insert(
-                                "executionWindow".into(),
-                                json!({"waitingUntil": at}),
-                            );
+                            exec.stages[i]
+                                .context
+                                .insert("executionWindow".into(), json!({"waitingUntil": at}));
                             let delay = Duration::from_millis((at - now) as u64);
                             fx.timers.push((Instant::now() + delay, i));
                             continue;
@@ -991,7 +1005,9 @@ impl Actor {
     fn spawn_step(&mut self, id: &str, i: usize) {
         let inner = self.handle.inner.clone();
         let handle = self.handle.clone();
-        let Some(live) = self.live.get_mut(id) else { return };
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
         if live.exec.stages[i].status != Status::Running || live.rt[i].in_flight {
             return;
         }
@@ -1025,7 +1041,10 @@ impl Actor {
         let exec_id = id.to_string();
         inner.stats.steps_in_flight.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            let done = run_step(&inner, handle, snapshot, i, stage_type, recovered, cancel, generation, exec_id).await;
+            let done = run_step(
+                &inner, handle, snapshot, i, stage_type, recovered, cancel, generation, exec_id,
+            )
+            .await;
             inner.stats.steps_in_flight.fetch_sub(1, Ordering::Relaxed);
             let _ = inner.tx.send(Msg::StepDone(Box::new(done)));
         });
@@ -1040,7 +1059,9 @@ impl Actor {
         };
         let registry = self.handle.inner.registry.clone();
         {
-            let Some(live) = self.live.get_mut(&id) else { return };
+            let Some(live) = self.live.get_mut(&id) else {
+                return;
+            };
             if i >= live.rt.len() || live.rt[i].generation != done.generation {
                 return;
             }
@@ -1073,13 +1094,13 @@ impl Actor {
             let _ = before_ctx;
             let now = now_millis();
             let def = &live.exec.stage_defs[i];
-            let timeout = def
-                .stage_timeout_ms
-                .map(Duration::from_millis)
-                .or_else(|| registry.get(&s.stage_type).and_then(|t| t.default_timeout()));
-            let deadline = timeout.map(|t| {
-                s.start_time.unwrap_or(now) + t.as_millis() as i64 + s.paused_ms
+            let timeout = def.stage_timeout_ms.map(Duration::from_millis).or_else(|| {
+                registry
+                    .get(&s.stage_type)
+                    .and_then(|t| t.default_timeout())
             });
+            let deadline =
+                timeout.map(|t| s.start_time.unwrap_or(now) + t.as_millis() as i64 + s.paused_ms);
             let outcome = if done.skipped {
                 Ok(None)
             } else {
@@ -1091,8 +1112,12 @@ impl Actor {
             let paused = s.status == Status::Paused;
             match outcome {
                 Ok(None) => self.finish_stage(&id, i, Status::Skipped, None, &mut fx),
-                Ok(Some(Step::Succeeded)) => self.finish_stage(&id, i, Status::Succeeded, None, &mut fx),
-                Err(error) | Ok(Some(Step::Failed { error })) => self.fail_stage(&id, i, error, &mut fx),
+                Ok(Some(Step::Succeeded)) => {
+                    self.finish_stage(&id, i, Status::Succeeded, None, &mut fx)
+                }
+                Err(error) | Ok(Some(Step::Failed { error })) => {
+                    self.fail_stage(&id, i, error, &mut fx)
+                }
                 Ok(Some(step @ (Step::Running { .. } | Step::AwaitInput))) => {
                     if changed {
                         fx.dirty.insert(i);
@@ -1103,6 +1128,8 @@ impl Actor {
                         let t = timeout.map(|t| t.as_millis()).unwrap_or(0);
                         self.fail_stage(&id, i, format!("stage timed out after {t} ms"), &mut fx);
                         fx.cancel_hooks.push(i);
+                    } else if !paused && std::mem::take(&mut live.rt[i].poked) {
+                        fx.spawn.push(i);
                     } else if !paused {
                         // The deadline timer handles the timeout; the poll need not wake for it.
                         let deadline: Option<i64> = None;
@@ -1110,7 +1137,8 @@ impl Actor {
                             Step::Running { poll_after } => Some(poll_after),
                             _ => None,
                         };
-                        let until_deadline = deadline.map(|d| Duration::from_millis((d - now).max(0) as u64));
+                        let until_deadline =
+                            deadline.map(|d| Duration::from_millis((d - now).max(0) as u64));
                         let delay = match (wait, until_deadline) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
@@ -1134,25 +1162,42 @@ impl Actor {
             .map(|l| std::mem::take(&mut l.rt[i].deferred))
             .unwrap_or_default();
         for d in deferred {
-            self.command(id.clone(), d.command, d.queue_id, d.reply).await;
+            self.command(id.clone(), d.command, d.queue_id, d.reply)
+                .await;
         }
     }
 
     /// Completes a stage with `status` and moves the execution on.
-    fn finish_stage(&mut self, id: &str, i: usize, status: Status, error: Option<String>, fx: &mut Effects) {
-        let Some(live) = self.live.get_mut(id) else { return };
+    fn finish_stage(
+        &mut self,
+        id: &str,
+        i: usize,
+        status: Status,
+        error: Option<String>,
+        fx: &mut Effects,
+    ) {
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
         let now = now_millis();
         let s = &mut live.exec.stages[i];
         s.status = status;
         s.end_time = Some(now);
         for t in &mut s.tasks {
             if !t.status.is_complete() {
-                t.status = if status == Status::Skipped { Status::Skipped } else { status };
+                t.status = if status == Status::Skipped {
+                    Status::Skipped
+                } else {
+                    status
+                };
                 t.end_time = Some(now);
             }
         }
         if let Some(e) = error {
-            s.context.insert("exception".into(), json!({"details": {"error": e, "errors": [e]}}));
+            s.context.insert(
+                "exception".into(),
+                json!({"details": {"error": e, "errors": [e]}}),
+            );
         }
         live.rt[i].generation += 1;
         fx.stage(i);
@@ -1162,7 +1207,9 @@ impl Actor {
     /// Fails a stage under its failure policy. With `failPipeline`, the run ends TERMINAL and
     /// other running stages are canceled.
     fn fail_stage(&mut self, id: &str, i: usize, error: String, fx: &mut Effects) {
-        let Some(live) = self.live.get_mut(id) else { return };
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
         let status = live.exec.stage_defs[i].failure.failed_status();
         if status == Status::Terminal {
             let now = now_millis();
@@ -1209,8 +1256,14 @@ impl Actor {
     }
 
     async fn poll_timer(&mut self, id: &str, i: usize, generation: u64) {
-        let Some(live) = self.live.get(id) else { return };
-        if live.rt.get(i).is_none_or(|rt| rt.generation != generation || rt.in_flight) {
+        let Some(live) = self.live.get(id) else {
+            return;
+        };
+        if live
+            .rt
+            .get(i)
+            .is_none_or(|rt| rt.generation != generation || rt.in_flight)
+        {
             return;
         }
         if live.exec.status != Status::Running || live.exec.stages[i].status != Status::Running {
@@ -1227,7 +1280,8 @@ impl Actor {
         {
             let left = until - now_millis();
             if left > 0 {
-                fx.timers.push((Instant::now() + Duration::from_millis(left as u64), i));
+                fx.timers
+                    .push((Instant::now() + Duration::from_millis(left as u64), i));
                 self.flush(id, fx).await;
                 return;
             }
@@ -1239,7 +1293,9 @@ impl Actor {
     /// Times a stage out when its attempt has run (unpaused) for longer than its timeout.
     async fn deadline_timer(&mut self, id: &str, i: usize, attempt: u32) {
         let registry = self.handle.inner.registry.clone();
-        let Some(live) = self.live.get(id) else { return };
+        let Some(live) = self.live.get(id) else {
+            return;
+        };
         let s = &live.exec.stages[i];
         if s.attempt != attempt || !matches!(s.status, Status::Running | Status::Paused) {
             return;
@@ -1247,14 +1303,22 @@ impl Actor {
         let timeout = live.exec.stage_defs[i]
             .stage_timeout_ms
             .map(Duration::from_millis)
-            .or_else(|| registry.get(&s.stage_type).and_then(|t| t.default_timeout()));
+            .or_else(|| {
+                registry
+                    .get(&s.stage_type)
+                    .and_then(|t| t.default_timeout())
+            });
         let Some(timeout) = timeout else { return };
         let mut fx = Effects::default();
         let deadline = s.start_time.unwrap_or(0) + timeout.as_millis() as i64 + s.paused_ms;
         let left = deadline - now_millis();
         if s.status == Status::Paused || left > 0 {
             // Paused time does not count: look again later.
-            let again = if left > 0 { Duration::from_millis(left as u64) } else { Duration::from_secs(1) };
+            let again = if left > 0 {
+                Duration::from_millis(left as u64)
+            } else {
+                Duration::from_secs(1)
+            };
             fx.deadlines.push((Instant::now() + again, i));
             self.flush(id, fx).await;
             return;
@@ -1266,12 +1330,17 @@ impl Actor {
     }
 
     async fn poke(&mut self, id: &str, stage_id: &str) {
-        let Some(live) = self.live.get_mut(id) else { return };
-        let Some(i) = live.exec.stage_index(stage_id) else { return };
-        if live.exec.status == Status::Running
-            && live.exec.stages[i].status == Status::Running
-            && !live.rt[i].in_flight
-        {
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
+        let Some(i) = live.exec.stage_index(stage_id) else {
+            return;
+        };
+        if live.rt[i].in_flight {
+            live.rt[i].poked = true;
+            return;
+        }
+        if live.exec.status == Status::Running && live.exec.stages[i].status == Status::Running {
             live.rt[i].generation += 1;
             let fx = Effects {
                 spawn: vec![i],
@@ -1304,8 +1373,12 @@ impl Actor {
                     );
                 }
                 Ok(None) => {
-                    self.refuse(queue_id, reply, CommandError::NotFound(format!("no execution \"{id}\"")))
-                        .await;
+                    self.refuse(
+                        queue_id,
+                        reply,
+                        CommandError::NotFound(format!("no execution \"{id}\"")),
+                    )
+                    .await;
                     return;
                 }
                 Err(e) => {
@@ -1341,13 +1414,21 @@ impl Actor {
             }
             Err(e) => {
                 // Drop a completed execution loaded only for this command.
-                if self.live.get(&id).is_some_and(|l| l.exec.status.is_complete()) {
+                if self
+                    .live
+                    .get(&id)
+                    .is_some_and(|l| l.exec.status.is_complete())
+                {
                     self.live.remove(&id);
                 }
                 self.refuse(queue_id, reply, e).await;
             }
         }
-        if self.live.get(&id).is_some_and(|l| l.exec.status == Status::NotStarted) {
+        if self
+            .live
+            .get(&id)
+            .is_some_and(|l| l.exec.status == Status::NotStarted)
+        {
             let p = self.live[&id].exec.pipeline_config_id.clone();
             self.start_waiting(&p).await;
         }
@@ -1456,7 +1537,9 @@ impl Actor {
             }
             Command::RestartStage { stage, user } => {
                 let Some(i) = live.exec.stage_index(&stage) else {
-                    return Err(CommandError::NotFound(format!("no stage \"{stage}\" in execution \"{id}\"")));
+                    return Err(CommandError::NotFound(format!(
+                        "no stage \"{stage}\" in execution \"{id}\""
+                    )));
                 };
                 let st = live.exec.stages[i].status;
                 if !(st.is_complete() || st == Status::NotStarted) {
@@ -1465,7 +1548,9 @@ impl Actor {
                     )));
                 }
                 if live.exec.status == Status::Paused {
-                    return Err(CommandError::Conflict("resume the execution before restarting a stage".into()));
+                    return Err(CommandError::Conflict(
+                        "resume the execution before restarting a stage".into(),
+                    ));
                 }
                 let previous = live.exec.stages[i].context.get("exception").cloned();
                 for j in downstream_of(&live.exec, i) {
@@ -1498,20 +1583,30 @@ impl Actor {
             }
             Command::StageInput { stage, input, user } => {
                 let Some(i) = live.exec.stage_index(&stage) else {
-                    return Err(CommandError::NotFound(format!("no stage \"{stage}\" in execution \"{id}\"")));
+                    return Err(CommandError::NotFound(format!(
+                        "no stage \"{stage}\" in execution \"{id}\""
+                    )));
                 };
                 let s = &mut live.exec.stages[i];
                 if !matches!(s.status, Status::Running | Status::Paused) {
-                    return Err(CommandError::Conflict(format!("stage \"{stage}\" is {}, not running", s.status)));
+                    return Err(CommandError::Conflict(format!(
+                        "stage \"{stage}\" is {}, not running",
+                        s.status
+                    )));
                 }
                 let Some(t) = registry.get(&s.stage_type) else {
-                    return Err(CommandError::Conflict(format!("stage type \"{}\" is not registered", s.stage_type)));
+                    return Err(CommandError::Conflict(format!(
+                        "stage type \"{}\" is not registered",
+                        s.stage_type
+                    )));
                 };
-                t.accept_input(&s.context, &input).map_err(CommandError::Conflict)?;
+                t.accept_input(&s.context, &input)
+                    .map_err(CommandError::Conflict)?;
                 for (k, v) in input {
                     s.context.insert(k, v);
                 }
-                s.context.insert("lastModifiedBy".into(), Value::String(user));
+                s.context
+                    .insert("lastModifiedBy".into(), Value::String(user));
                 fx.dirty.insert(i);
                 if s.status == Status::Running && s.evaluated {
                     live.rt[i].generation += 1;
@@ -1541,7 +1636,10 @@ impl Actor {
         let inner = self.handle.inner.clone();
         while !self.pending.is_empty() || !self.after_commit.is_empty() {
             let batch = std::mem::take(&mut self.pending);
-            let dirty: Vec<Vec<usize>> = batch.iter().map(|(_, fx)| fx.dirty.iter().copied().collect()).collect();
+            let dirty: Vec<Vec<usize>> = batch
+                .iter()
+                .map(|(_, fx)| fx.dirty.iter().copied().collect())
+                .collect();
             let writes: Vec<ExecutionWrite<'_>> = batch
                 .iter()
                 .zip(&dirty)
@@ -1588,8 +1686,13 @@ impl Actor {
     /// What happens once a change is committed.
     async fn act(&mut self, id: &str, fx: Effects) {
         let inner = self.handle.inner.clone();
-        let Some(live) = self.live.get(id) else { return };
-        inner.stats.transitions.fetch_add(fx.transitions, Ordering::Relaxed);
+        let Some(live) = self.live.get(id) else {
+            return;
+        };
+        inner
+            .stats
+            .transitions
+            .fetch_add(fx.transitions, Ordering::Relaxed);
         let event = fx.needs_commit().then(|| ExecutionEvent {
             execution_id: id.to_string(),
             application: live.exec.application.clone(),
@@ -1606,14 +1709,26 @@ impl Actor {
             if let Some(live) = self.live.get(id) {
                 let generation = live.rt[i].generation;
                 self.timer_seq += 1;
-                self.timers.push(Reverse((at, self.timer_seq, id.to_string(), i, Timer::Poll { generation })));
+                self.timers.push(Reverse((
+                    at,
+                    self.timer_seq,
+                    id.to_string(),
+                    i,
+                    Timer::Poll { generation },
+                )));
             }
         }
         for (at, i) in fx.deadlines {
             if let Some(live) = self.live.get(id) {
                 let attempt = live.exec.stages[i].attempt;
                 self.timer_seq += 1;
-                self.timers.push(Reverse((at, self.timer_seq, id.to_string(), i, Timer::Deadline { attempt })));
+                self.timers.push(Reverse((
+                    at,
+                    self.timer_seq,
+                    id.to_string(),
+                    i,
+                    Timer::Deadline { attempt },
+                )));
             }
         }
         for i in fx.cancel_hooks {
@@ -1630,9 +1745,13 @@ impl Actor {
     fn spawn_cancel_hook(&mut self, id: &str, i: usize) {
         let inner = self.handle.inner.clone();
         let handle = self.handle.clone();
-        let Some(live) = self.live.get_mut(id) else { return };
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
         live.rt[i].cancel.cancel();
-        let Some(stage_type) = inner.registry.get(&live.exec.stages[i].stage_type).cloned() else { return };
+        let Some(stage_type) = inner.registry.get(&live.exec.stages[i].stage_type).cloned() else {
+            return;
+        };
         let snapshot = Arc::new(live.exec.clone());
         let s = &live.exec.stages[i];
         let mut ctx = StageCtx {
@@ -1655,7 +1774,9 @@ impl Actor {
     /// Releases a completed execution: cancel hooks for stages still marked, parent pokes,
     /// and the next waiting run of the same pipeline.
     async fn complete(&mut self, id: &str) {
-        let Some(live) = self.live.get(id) else { return };
+        let Some(live) = self.live.get(id) else {
+            return;
+        };
         if !live.exec.status.is_complete() {
             return;
         }
@@ -1666,7 +1787,13 @@ impl Actor {
             .extra
             .get("parentExecutionId")
             .and_then(Value::as_str)
-            .zip(live.exec.trigger.extra.get("parentStageId").and_then(Value::as_str))
+            .zip(
+                live.exec
+                    .trigger
+                    .extra
+                    .get("parentStageId")
+                    .and_then(Value::as_str),
+            )
             .map(|(a, b)| (a.to_string(), b.to_string()));
         let cancel_stages: Vec<usize> = live
             .exec
@@ -1813,7 +1940,11 @@ async fn run_step(
             done.outputs = outputs;
         }
         Some(Err(e)) => {
-            let what = if e.is_panic() { "panicked" } else { "was aborted" };
+            let what = if e.is_panic() {
+                "panicked"
+            } else {
+                "was aborted"
+            };
             done.outcome = Err(StageError::Fatal(format!(
                 "the {} stage implementation {what}",
                 stage_type.type_name()
@@ -1840,7 +1971,12 @@ enum Prepared {
 }
 
 /// Evaluates `stageEnabled` and the stage context, off the async runtime.
-async fn prepare(inner: &Arc<Inner>, snapshot: &Arc<Execution>, i: usize, stage_type: &dyn StageType) -> Prepared {
+async fn prepare(
+    inner: &Arc<Inner>,
+    snapshot: &Arc<Execution>,
+    i: usize,
+    stage_type: &dyn StageType,
+) -> Prepared {
     let def = &snapshot.stage_defs[i];
     let context = snapshot.stages[i].context.clone();
     let skip_all = context
@@ -1875,7 +2011,12 @@ async fn prepare(inner: &Arc<Inner>, snapshot: &Arc<Execution>, i: usize, stage_
         let messages: Vec<String> = ev
             .errors
             .iter()
-            .map(|e| format!("{}: failed to evaluate `{}`: {}", e.path, e.expression, e.message))
+            .map(|e| {
+                format!(
+                    "{}: failed to evaluate `{}`: {}",
+                    e.path, e.expression, e.message
+                )
+            })
             .collect();
         if fail_on_failed && !messages.is_empty() {
             let error = messages.join("; ");

@@ -224,7 +224,9 @@ pub fn evaluate_condition(
         Value::Bool(b) => Ok(b),
         Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
         Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(format!("`{source}` must evaluate to a boolean, got {other}")),
+        other => Err(format!(
+            "`{source}` must evaluate to a boolean, got {other}"
+        )),
     }
 }
 

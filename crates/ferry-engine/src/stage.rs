@@ -114,7 +114,11 @@ pub trait StageType: Send + Sync + 'static {
     async fn cancel(&self, ctx: &mut StageCtx) -> Result<(), StageError>;
     /// Decides whether a user's input (a judgment, a skip) applies to the running stage with
     /// this context. On `Ok` the engine merges the input into the context and steps the stage.
-    fn accept_input(&self, context: &Map<String, Value>, input: &Map<String, Value>) -> Result<(), String>;
+    fn accept_input(
+        &self,
+        context: &Map<String, Value>,
+        input: &Map<String, Value>,
+    ) -> Result<(), String>;
 }
 
 /// A stage type with a typed configuration. The configuration is read from the stage context
@@ -142,11 +146,18 @@ pub trait TypedStage: Send + Sync + 'static {
     /// One step with the parsed configuration.
     async fn step(&self, config: &Self::Config, ctx: &mut StageCtx) -> Result<Step, StageError>;
     /// See [`StageType::accept_input`]. By default a stage takes no input.
-    fn accept_input(_context: &Map<String, Value>, _input: &Map<String, Value>) -> Result<(), String> {
+    fn accept_input(
+        _context: &Map<String, Value>,
+        _input: &Map<String, Value>,
+    ) -> Result<(), String> {
         Err(format!("a {} stage takes no input", Self::TYPE))
     }
     /// See [`StageType::cancel`].
-    async fn cancel(&self, _config: Option<&Self::Config>, _ctx: &mut StageCtx) -> Result<(), StageError> {
+    async fn cancel(
+        &self,
+        _config: Option<&Self::Config>,
+        _ctx: &mut StageCtx,
+    ) -> Result<(), StageError> {
         Ok(())
     }
 }
@@ -198,7 +209,11 @@ impl<T: TypedStage> StageType for Typed<T> {
         let config = Self::parse(ctx).ok();
         self.0.cancel(config.as_ref(), ctx).await
     }
-    fn accept_input(&self, context: &Map<String, Value>, input: &Map<String, Value>) -> Result<(), String> {
+    fn accept_input(
+        &self,
+        context: &Map<String, Value>,
+        input: &Map<String, Value>,
+    ) -> Result<(), String> {
         T::accept_input(context, input)
     }
 }

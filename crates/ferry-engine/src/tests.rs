@@ -40,11 +40,20 @@ impl TypedStage for Probe {
         };
         let emit = f.opt_object("emit").cloned().unwrap_or_default();
         let await_input = f.bool_or("await", false);
-        Some(ProbeConfig { sleep_ms, fail, emit, await_input })
+        Some(ProbeConfig {
+            sleep_ms,
+            fail,
+            emit,
+            await_input,
+        })
     }
 
     fn accept_input(_c: &Map<String, Value>, input: &Map<String, Value>) -> Result<(), String> {
-        if input.get("go") == Some(&Value::Bool(true)) { Ok(()) } else { Err("send {go: true}".into()) }
+        if input.get("go") == Some(&Value::Bool(true)) {
+            Ok(())
+        } else {
+            Err("send {go: true}".into())
+        }
     }
 
     async fn step(&self, c: &ProbeConfig, ctx: &mut StageCtx) -> Result<Step, StageError> {
@@ -59,7 +68,13 @@ impl TypedStage for Probe {
         for (k, v) in &c.emit {
             ctx.outputs.insert(k.clone(), v.clone());
         }
-        if c.fail { Ok(Step::Failed { error: "probe failed on purpose".into() }) } else { Ok(Step::Succeeded) }
+        if c.fail {
+            Ok(Step::Failed {
+                error: "probe failed on purpose".into(),
+            })
+        } else {
+            Ok(Step::Succeeded)
+        }
     }
 }
 
@@ -77,11 +92,19 @@ struct Env {
 
 async fn env() -> Env {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite { path: dir.path().join("ferry.db") })
+    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
+        path: dir.path().join("ferry.db"),
+    })
+    .await
+    .unwrap();
+    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
         .await
         .unwrap();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default()).await.unwrap();
-    Env { store, engine, _dir: dir }
+    Env {
+        store,
+        engine,
+        _dir: dir,
+    }
 }
 
 impl Env {
@@ -90,13 +113,28 @@ impl Env {
         let rec = self.store.save_pipeline(&p, "test").await.unwrap();
         let parameters = params.as_object().cloned().unwrap_or_default();
         self.engine
-            .run_pipeline(&rec, RunRequest { user: "tester".into(), parameters, ..RunRequest::default() })
+            .run_pipeline(
+                &rec,
+                RunRequest {
+                    user: "tester".into(),
+                    parameters,
+                    ..RunRequest::default()
+                },
+            )
             .await
             .unwrap()
     }
 
     async fn done(&self, id: &str) -> Execution {
-        wait_for(&self.engine, id, Duration::from_secs(10), "completion", |e| e.status.is_complete()).await.unwrap()
+        wait_for(
+            &self.engine,
+            id,
+            Duration::from_secs(10),
+            "completion",
+            |e| e.status.is_complete(),
+        )
+        .await
+        .unwrap()
     }
 }
 
@@ -105,7 +143,10 @@ fn pipeline(name: &str, stages: Value) -> Value {
 }
 
 fn statuses(e: &Execution) -> Vec<(String, Status)> {
-    e.stages.iter().map(|s| (s.ref_id.clone(), s.status)).collect()
+    e.stages
+        .iter()
+        .map(|s| (s.ref_id.clone(), s.status))
+        .collect()
 }
 
 fn st(pairs: &[(&str, Status)]) -> Vec<(String, Status)> {
@@ -117,18 +158,29 @@ async fn fan_out_runs_in_parallel_and_joins_wait_for_every_parent() {
     let env = env().await;
     let id = env
         .run(
-            pipeline("diamond", json!([
-                {"refId": "a", "type": "probe"},
-                {"refId": "b", "type": "probe", "requisiteStageRefIds": ["a"], "sleepMs": 300},
-                {"refId": "c", "type": "probe", "requisiteStageRefIds": ["a"], "sleepMs": 300},
-                {"refId": "d", "type": "probe", "requisiteStageRefIds": ["b", "c"]}
-            ])),
+            pipeline(
+                "diamond",
+                json!([
+                    {"refId": "a", "type": "probe"},
+                    {"refId": "b", "type": "probe", "requisiteStageRefIds": ["a"], "sleepMs": 300},
+                    {"refId": "c", "type": "probe", "requisiteStageRefIds": ["a"], "sleepMs": 300},
+                    {"refId": "d", "type": "probe", "requisiteStageRefIds": ["b", "c"]}
+                ]),
+            ),
             json!({}),
         )
         .await;
     let e = env.done(&id).await;
     use Status::*;
-    assert_eq!(statuses(&e), st(&[("a", Succeeded), ("b", Succeeded), ("c", Succeeded), ("d", Succeeded)]));
+    assert_eq!(
+        statuses(&e),
+        st(&[
+            ("a", Succeeded),
+            ("b", Succeeded),
+            ("c", Succeeded),
+            ("d", Succeeded)
+        ])
+    );
     assert_eq!(e.status, Succeeded);
     let s = |r: &str| e.stage(r).unwrap().clone();
     // b and c overlapped: each started before the other ended.
@@ -144,19 +196,27 @@ async fn fail_pipeline_halts_everything_and_cancels_other_branches() {
     let env = env().await;
     let id = env
         .run(
-            pipeline("halt", json!([
-                {"refId": "1", "type": "probe", "outcome": "fail"},
-                {"refId": "2", "type": "probe", "sleepMs": 5000},
-                {"refId": "3", "type": "probe", "requisiteStageRefIds": ["1"]}
-            ])),
+            pipeline(
+                "halt",
+                json!([
+                    {"refId": "1", "type": "probe", "outcome": "fail"},
+                    {"refId": "2", "type": "probe", "sleepMs": 5000},
+                    {"refId": "3", "type": "probe", "requisiteStageRefIds": ["1"]}
+                ]),
+            ),
             json!({}),
         )
         .await;
     let e = env.done(&id).await;
     use Status::*;
     assert_eq!(e.status, Terminal);
-    assert_eq!(statuses(&e), st(&[("1", Terminal), ("2", Canceled), ("3", NotStarted)]));
-    let err = e.stages[0].context["exception"]["details"]["error"].as_str().unwrap();
+    assert_eq!(
+        statuses(&e),
+        st(&[("1", Terminal), ("2", Canceled), ("3", NotStarted)])
+    );
+    let err = e.stages[0].context["exception"]["details"]["error"]
+        .as_str()
+        .unwrap();
     assert_eq!(err, "probe failed on purpose");
 }
 
@@ -167,17 +227,28 @@ async fn failure_policies_match_the_reference_table() {
     // halt this branch: STOPPED, other branch completes, pipeline SUCCEEDED.
     let id = env
         .run(
-            pipeline("branch", json!([
-                {"refId": "1", "type": "probe", "outcome": "fail", "failPipeline": false},
-                {"refId": "2", "type": "probe", "sleepMs": 200},
-                {"refId": "3", "type": "probe", "requisiteStageRefIds": ["1"]},
-                {"refId": "4", "type": "probe", "requisiteStageRefIds": ["2"]}
-            ])),
+            pipeline(
+                "branch",
+                json!([
+                    {"refId": "1", "type": "probe", "outcome": "fail", "failPipeline": false},
+                    {"refId": "2", "type": "probe", "sleepMs": 200},
+                    {"refId": "3", "type": "probe", "requisiteStageRefIds": ["1"]},
+                    {"refId": "4", "type": "probe", "requisiteStageRefIds": ["2"]}
+                ]),
+            ),
             json!({}),
         )
         .await;
     let e = env.done(&id).await;
-    assert_eq!(statuses(&e), st(&[("1", Stopped), ("2", Succeeded), ("3", NotStarted), ("4", Succeeded)]));
+    assert_eq!(
+        statuses(&e),
+        st(&[
+            ("1", Stopped),
+            ("2", Succeeded),
+            ("3", NotStarted),
+            ("4", Succeeded)
+        ])
+    );
     assert_eq!(e.status, Succeeded);
 
     // halt this branch, fail the pipeline after the others complete.
@@ -192,7 +263,10 @@ async fn failure_policies_match_the_reference_table() {
         )
         .await;
     let e = env.done(&id).await;
-    assert_eq!(statuses(&e), st(&[("1", Stopped), ("2", Succeeded), ("4", Succeeded)]));
+    assert_eq!(
+        statuses(&e),
+        st(&[("1", Stopped), ("2", Succeeded), ("4", Succeeded)])
+    );
     assert_eq!(e.status, Terminal);
 
     // ignore the failure: FAILED_CONTINUE and downstream runs.
@@ -214,27 +288,45 @@ async fn failure_policies_match_the_reference_table() {
 async fn stage_enabled_skips_and_expressions_see_parameters_and_upstream_outputs() {
     let env = env().await;
     let doc = json!({"application": "app", "name": "expr",
-        "parameterConfig": [{"name": "env", "default": "qa"}],
-        "stages": [
-            {"refId": "1", "type": "probe", "emit": {"image": "nginx:1.27"}},
-            {"refId": "2", "type": "probe", "requisiteStageRefIds": ["1"],
-             "stageEnabled": {"type": "expression", "expression": "parameters.env == 'prod'"}},
-            {"refId": "3", "type": "probe", "requisiteStageRefIds": ["2"],
-             "emit": {"seen": "${image} for ${parameters.env} by ${trigger.user}", "status2": "${#stage('probe').status}"}},
-            {"refId": "4", "type": "probe", "requisiteStageRefIds": ["3"], "sleepMs": "${1 + 1}",
-             "failOnFailedExpressions": false, "emit": {"broken": "${nosuch.field}"}}
-        ]});
+    "parameterConfig": [{"name": "env", "default": "qa"}],
+    "stages": [
+        {"refId": "1", "type": "probe", "emit": {"image": "nginx:1.27"}},
+        {"refId": "2", "type": "probe", "requisiteStageRefIds": ["1"],
+         "stageEnabled": {"type": "expression", "expression": "parameters.env == 'prod'"}},
+        {"refId": "3", "type": "probe", "requisiteStageRefIds": ["2"],
+         "emit": {"seen": "${image} for ${parameters.env} by ${trigger.user}", "status2": "${#stage('probe').status}"}},
+        {"refId": "4", "type": "probe", "requisiteStageRefIds": ["3"], "sleepMs": "${1 + 1}",
+         "failOnFailedExpressions": false, "emit": {"broken": "${nosuch.field}"}}
+    ]});
     let id = env.run(doc, json!({})).await;
     let e = env.done(&id).await;
     use Status::*;
-    assert_eq!(statuses(&e), st(&[("1", Succeeded), ("2", Skipped), ("3", Succeeded), ("4", Succeeded)]));
+    assert_eq!(
+        statuses(&e),
+        st(&[
+            ("1", Succeeded),
+            ("2", Skipped),
+            ("3", Succeeded),
+            ("4", Succeeded)
+        ])
+    );
     // Evaluated once, at start, into the context; the probe copies `emit` to outputs.
-    assert_eq!(e.stages[2].outputs["seen"], json!("nginx:1.27 for qa by tester"));
+    assert_eq!(
+        e.stages[2].outputs["seen"],
+        json!("nginx:1.27 for qa by tester")
+    );
     assert_eq!(e.stages[2].outputs["status2"], json!("SUCCEEDED"));
     assert_eq!(e.stages[3].context["sleepMs"], json!(2));
     // A failed expression is a warning: text left as written, message recorded.
     assert_eq!(e.stages[3].outputs["broken"], json!("${nosuch.field}"));
-    assert!(e.stages[3].messages.iter().any(|m| m.starts_with("emit.broken")), "{:?}", e.stages[3].messages);
+    assert!(
+        e.stages[3]
+            .messages
+            .iter()
+            .any(|m| m.starts_with("emit.broken")),
+        "{:?}",
+        e.stages[3].messages
+    );
 }
 
 #[tokio::test]
@@ -248,7 +340,11 @@ async fn fail_on_failed_expressions_fails_the_stage() {
         .await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
-    assert!(e.stages[0].context["exception"].to_string().contains("emit.x"));
+    assert!(
+        e.stages[0].context["exception"]
+            .to_string()
+            .contains("emit.x")
+    );
     // The stage never ran.
     assert!(e.stages[0].context.get("runs").is_none());
 }
@@ -257,27 +353,67 @@ async fn fail_on_failed_expressions_fails_the_stage() {
 async fn timeouts_pause_resume_and_stage_input() {
     let env = env().await;
     let id = env.run(pipeline("pause", json!([{"refId": "1", "type": "probe", "await": true}, {"refId": "2", "type": "probe", "requisiteStageRefIds": ["1"]}])), json!({})).await;
-    wait_for(&env.engine, &id, Duration::from_secs(5), "running", |e| e.stages[0].status == Status::Running).await.unwrap();
-    env.engine.command(&id, Command::Pause { user: "p".into() }).await.unwrap();
+    wait_for(&env.engine, &id, Duration::from_secs(5), "running", |e| {
+        e.stages[0].status == Status::Running
+    })
+    .await
+    .unwrap();
+    env.engine
+        .command(&id, Command::Pause { user: "p".into() })
+        .await
+        .unwrap();
     let e = env.engine.get_execution(&id).await.unwrap().unwrap();
     assert_eq!(e.status, Status::Paused);
     assert_eq!(e.stages[0].status, Status::Paused);
-    assert!(env.engine.command(&id, Command::Pause { user: "p".into() }).await.is_err(), "pausing twice is refused");
+    assert!(
+        env.engine
+            .command(&id, Command::Pause { user: "p".into() })
+            .await
+            .is_err(),
+        "pausing twice is refused"
+    );
     // Bad input is refused with the stage's reason.
     let bad: Map<String, Value> = serde_json::from_value(json!({"go": false})).unwrap();
-    let err = env.engine.command(&id, Command::StageInput { stage: "1".into(), input: bad, user: "u".into() }).await.unwrap_err();
+    let err = env
+        .engine
+        .command(
+            &id,
+            Command::StageInput {
+                stage: "1".into(),
+                input: bad,
+                user: "u".into(),
+            },
+        )
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("send {go: true}"));
     let go: Map<String, Value> = serde_json::from_value(json!({"go": true})).unwrap();
-    env.engine.command(&id, Command::StageInput { stage: "1".into(), input: go, user: "u".into() }).await.unwrap();
+    env.engine
+        .command(
+            &id,
+            Command::StageInput {
+                stage: "1".into(),
+                input: go,
+                user: "u".into(),
+            },
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Paused: nothing moves.
     let e = env.engine.get_execution(&id).await.unwrap().unwrap();
     assert_eq!(e.stages[1].status, Status::NotStarted);
-    env.engine.command(&id, Command::Resume { user: "r".into() }).await.unwrap();
+    env.engine
+        .command(&id, Command::Resume { user: "r".into() })
+        .await
+        .unwrap();
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Succeeded);
     let p = e.paused.unwrap();
-    assert_eq!((p.paused_by.as_str(), p.resumed_by.as_deref()), ("p", Some("r")));
+    assert_eq!(
+        (p.paused_by.as_str(), p.resumed_by.as_deref()),
+        ("p", Some("r"))
+    );
     assert!(e.stages[0].paused_ms >= 150);
 }
 
@@ -298,16 +434,50 @@ async fn restart_resets_the_stage_and_everything_downstream() {
     assert_eq!(e.status, Status::Terminal);
     let first_start = e.stages[0].start_time;
     // Restarting a running or unknown stage is refused; a terminal one is allowed.
-    assert!(env.engine.command(&id, Command::RestartStage { stage: "9".into(), user: "u".into() }).await.is_err());
-    env.engine.command(&id, Command::RestartStage { stage: "2".into(), user: "fixer".into() }).await.unwrap();
-    let e = wait_for(&env.engine, &id, Duration::from_secs(5), "done again", |e| e.status.is_complete() && e.stages[1].attempt == 2).await.unwrap();
+    assert!(
+        env.engine
+            .command(
+                &id,
+                Command::RestartStage {
+                    stage: "9".into(),
+                    user: "u".into()
+                }
+            )
+            .await
+            .is_err()
+    );
+    env.engine
+        .command(
+            &id,
+            Command::RestartStage {
+                stage: "2".into(),
+                user: "fixer".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let e = wait_for(
+        &env.engine,
+        &id,
+        Duration::from_secs(5),
+        "done again",
+        |e| e.status.is_complete() && e.stages[1].attempt == 2,
+    )
+    .await
+    .unwrap();
     // Still fails (the definition did not change) but stage 1 was not re-run.
     assert_eq!(e.status, Status::Terminal);
     assert_eq!(e.stages[0].start_time, first_start);
     assert_eq!(e.stages[0].attempt, 1);
     let d = e.stages[1].restart_details.as_ref().unwrap();
     assert_eq!(d.restarted_by, "fixer");
-    assert!(d.previous_exception.as_ref().unwrap().to_string().contains("probe failed"));
+    assert!(
+        d.previous_exception
+            .as_ref()
+            .unwrap()
+            .to_string()
+            .contains("probe failed")
+    );
     assert_eq!(e.stages[2].status, Status::NotStarted);
 }
 
@@ -322,13 +492,39 @@ async fn limit_concurrent_queues_and_keep_waiting_false_cancels_older_waiters() 
     let e2 = env.engine.get_execution(&second).await.unwrap().unwrap();
     assert_eq!(e2.status, Status::NotStarted, "waits behind the first run");
     let go: Map<String, Value> = serde_json::from_value(json!({"go": true})).unwrap();
-    wait_for(&env.engine, &first, Duration::from_secs(5), "running", |e| e.stages[0].status == Status::Running).await.unwrap();
-    env.engine.command(&first, Command::StageInput { stage: "1".into(), input: go.clone(), user: "u".into() }).await.unwrap();
+    wait_for(
+        &env.engine,
+        &first,
+        Duration::from_secs(5),
+        "running",
+        |e| e.stages[0].status == Status::Running,
+    )
+    .await
+    .unwrap();
+    env.engine
+        .command(
+            &first,
+            Command::StageInput {
+                stage: "1".into(),
+                input: go.clone(),
+                user: "u".into(),
+            },
+        )
+        .await
+        .unwrap();
     env.done(&first).await;
     // The newest waiter starts; the older one is canceled.
     let e2 = env.done(&second).await;
     assert_eq!(e2.status, Status::Canceled);
-    let e3 = wait_for(&env.engine, &third, Duration::from_secs(5), "third running", |e| e.status == Status::Running).await.unwrap();
+    let e3 = wait_for(
+        &env.engine,
+        &third,
+        Duration::from_secs(5),
+        "third running",
+        |e| e.status == Status::Running,
+    )
+    .await
+    .unwrap();
     assert_eq!(e3.status, Status::Running);
 }
 
@@ -358,24 +554,53 @@ async fn max_concurrent_executions_with_keep_waiting_runs_in_order() {
 async fn cancel_tells_running_tasks_and_stops_everything() {
     let env = env().await;
     let id = env.run(pipeline("cancel", json!([{"refId": "1", "type": "probe", "sleepMs": 10000}, {"refId": "2", "type": "probe", "requisiteStageRefIds": ["1"]}])), json!({})).await;
-    wait_for(&env.engine, &id, Duration::from_secs(5), "running", |e| e.stages[0].status == Status::Running).await.unwrap();
-    env.engine.command(&id, Command::Cancel { user: "c".into(), reason: Some("because".into()) }).await.unwrap();
+    wait_for(&env.engine, &id, Duration::from_secs(5), "running", |e| {
+        e.stages[0].status == Status::Running
+    })
+    .await
+    .unwrap();
+    env.engine
+        .command(
+            &id,
+            Command::Cancel {
+                user: "c".into(),
+                reason: Some("because".into()),
+            },
+        )
+        .await
+        .unwrap();
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Canceled);
-    assert_eq!(statuses(&e), st(&[("1", Status::Canceled), ("2", Status::NotStarted)]));
+    assert_eq!(
+        statuses(&e),
+        st(&[("1", Status::Canceled), ("2", Status::NotStarted)])
+    );
     assert_eq!(e.cancellation_reason.as_deref(), Some("because"));
 }
 
 #[tokio::test]
 async fn queued_commands_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite { path: dir.path().join("ferry.db") }).await.unwrap();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default()).await.unwrap();
+    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
+        path: dir.path().join("ferry.db"),
+    })
+    .await
+    .unwrap();
+    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
+        .await
+        .unwrap();
     let doc = pipeline("q", json!([{"refId": "1", "type": "probe", "await": true}]));
     let p = crate::validate_pipeline(&doc, engine.registry()).unwrap();
     let rec = store.save_pipeline(&p, "t").await.unwrap();
-    let id = engine.run_pipeline(&rec, RunRequest::default()).await.unwrap();
-    wait_for(&engine, &id, Duration::from_secs(5), "running", |e| e.stages[0].status == Status::Running).await.unwrap();
+    let id = engine
+        .run_pipeline(&rec, RunRequest::default())
+        .await
+        .unwrap();
+    wait_for(&engine, &id, Duration::from_secs(5), "running", |e| {
+        e.stages[0].status == Status::Running
+    })
+    .await
+    .unwrap();
     engine.shutdown();
     // A command accepted (queued) while no engine ran, e.g. just before a crash.
     let cmd = serde_json::to_value(Command::StageInput {
@@ -385,8 +610,14 @@ async fn queued_commands_survive_a_restart() {
     })
     .unwrap();
     store.enqueue(&id, &cmd).await.unwrap();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default()).await.unwrap();
-    let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| e.status.is_complete()).await.unwrap();
+    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
+        .await
+        .unwrap();
+    let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| {
+        e.status.is_complete()
+    })
+    .await
+    .unwrap();
     assert_eq!(e.status, Status::Succeeded);
     assert_eq!(e.stages[0].context["lastModifiedBy"], "late");
     assert!(store.pending_commands(10).await.unwrap().is_empty());
@@ -402,20 +633,48 @@ async fn missing_and_invalid_parameters_are_refused_with_paths() {
     let rec = env.store.save_pipeline(&p, "t").await.unwrap();
     let mut params = Map::new();
     params.insert("b".into(), json!("y"));
-    let err = env.engine.run_pipeline(&rec, RunRequest { parameters: params, ..RunRequest::default() }).await.unwrap_err();
+    let err = env
+        .engine
+        .run_pipeline(
+            &rec,
+            RunRequest {
+                parameters: params,
+                ..RunRequest::default()
+            },
+        )
+        .await
+        .unwrap_err();
     let s = err.to_string();
-    assert!(s.contains("parameters.a: is required") && s.contains("parameters.b: \"y\" is not one of: x"), "{s}");
+    assert!(
+        s.contains("parameters.a: is required")
+            && s.contains("parameters.b: \"y\" is not one of: x"),
+        "{s}"
+    );
     // An empty pipeline succeeds at once.
     let mut params = Map::new();
     params.insert("a".into(), json!("1"));
-    let id = env.engine.run_pipeline(&rec, RunRequest { parameters: params, ..RunRequest::default() }).await.unwrap();
+    let id = env
+        .engine
+        .run_pipeline(
+            &rec,
+            RunRequest {
+                parameters: params,
+                ..RunRequest::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(env.done(&id).await.status, Status::Succeeded);
 }
 
 #[tokio::test]
 async fn probe_conforms() {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite { path: dir.path().join("ferry.db") }).await.unwrap();
+    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
+        path: dir.path().join("ferry.db"),
+    })
+    .await
+    .unwrap();
     crate::conformance::run(
         registry(),
         store,
@@ -423,7 +682,10 @@ async fn probe_conforms() {
             succeeds: json!({"type": "probe"}),
             long_running: json!({"type": "probe", "await": true}),
             completing_input: Some(serde_json::from_value(json!({"go": true})).unwrap()),
-            invalid: vec![(json!({"type": "probe", "outcome": "maybe"}), "stages[0].outcome")],
+            invalid: vec![(
+                json!({"type": "probe", "outcome": "maybe"}),
+                "stages[0].outcome",
+            )],
         },
     )
     .await

@@ -32,7 +32,8 @@ fn in_range(r: &TimeRange, minute: i64) -> bool {
 /// True when `now` is inside the window.
 pub fn is_open(w: &ExecutionWindow, now: i64) -> bool {
     let day_ok = w.days.is_empty() || w.days.contains(&weekday(now));
-    let time_ok = w.whitelist.is_empty() || w.whitelist.iter().any(|r| in_range(r, minute_of_day(now)));
+    let time_ok =
+        w.whitelist.is_empty() || w.whitelist.iter().any(|r| in_range(r, minute_of_day(now)));
     day_ok && time_ok
 }
 
@@ -65,7 +66,12 @@ mod tests {
             days: days.to_vec(),
             whitelist: ranges
                 .iter()
-                .map(|&(a, b, c, d)| TimeRange { start_hour: a, start_min: b, end_hour: c, end_min: d })
+                .map(|&(a, b, c, d)| TimeRange {
+                    start_hour: a,
+                    start_min: b,
+                    end_hour: c,
+                    end_min: d,
+                })
                 .collect(),
             jitter: None,
         }
@@ -84,11 +90,17 @@ mod tests {
         let w = window(&[3], &[(9, 0, 17, 0)]);
         assert!(!is_open(&w, MONDAY_1030));
         // Next Tuesday 09:00 is 22.5 hours later.
-        assert_eq!(next_open(&w, MONDAY_1030), Some(MONDAY_1030 + 22 * 3_600_000 + 1_800_000));
+        assert_eq!(
+            next_open(&w, MONDAY_1030),
+            Some(MONDAY_1030 + 22 * 3_600_000 + 1_800_000)
+        );
         // A range that wraps past midnight.
         let w = window(&[], &[(22, 0, 2, 0)]);
         assert!(!is_open(&w, MONDAY_1030));
-        assert_eq!(next_open(&w, MONDAY_1030), Some(MONDAY_1030 + 11 * 3_600_000 + 1_800_000));
+        assert_eq!(
+            next_open(&w, MONDAY_1030),
+            Some(MONDAY_1030 + 11 * 3_600_000 + 1_800_000)
+        );
         // Empty window: always open.
         assert!(is_open(&window(&[], &[]), MONDAY_1030));
     }

@@ -98,23 +98,62 @@ pub(crate) enum ExprKind {
     /// selection/projection).
     Name(String),
     /// `target.name` / `target?.name`.
-    Prop { target: Box<Expr>, name: String, safe: bool },
+    Prop {
+        target: Box<Expr>,
+        name: String,
+        safe: bool,
+    },
     /// `target[index]` / `target?.[index]`.
-    Index { target: Box<Expr>, index: Box<Expr>, safe: bool },
+    Index {
+        target: Box<Expr>,
+        index: Box<Expr>,
+        safe: bool,
+    },
     /// `target.name(args)`; a missing target means the active context object.
-    Method { target: Option<Box<Expr>>, name: String, args: Vec<Expr>, safe: bool },
+    Method {
+        target: Option<Box<Expr>>,
+        name: String,
+        args: Vec<Expr>,
+        safe: bool,
+    },
     /// `#helper(args)`.
-    Call { helper: Helper, args: Vec<Expr> },
+    Call {
+        helper: Helper,
+        args: Vec<Expr>,
+    },
     /// `.?[c]`, `.^[c]`, `.$[c]`.
-    Select { target: Box<Expr>, kind: SelectKind, cond: Box<Expr>, safe: bool },
+    Select {
+        target: Box<Expr>,
+        kind: SelectKind,
+        cond: Box<Expr>,
+        safe: bool,
+    },
     /// `.![e]`.
-    Project { target: Box<Expr>, expr: Box<Expr>, safe: bool },
-    Unary { op: UnaryOp, operand: Box<Expr> },
-    Binary { op: BinOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Project {
+        target: Box<Expr>,
+        expr: Box<Expr>,
+        safe: bool,
+    },
+    Unary {
+        op: UnaryOp,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
     /// `cond ? then : otherwise`.
-    Ternary { cond: Box<Expr>, then: Box<Expr>, otherwise: Box<Expr> },
+    Ternary {
+        cond: Box<Expr>,
+        then: Box<Expr>,
+        otherwise: Box<Expr>,
+    },
     /// `value ?: default`.
-    Elvis { value: Box<Expr>, default: Box<Expr> },
+    Elvis {
+        value: Box<Expr>,
+        default: Box<Expr>,
+    },
 }
 
 impl ExprKind {
@@ -137,9 +176,11 @@ impl ExprKind {
             ExprKind::Project { target, expr, .. } => target.depth.max(expr.depth),
             ExprKind::Unary { operand, .. } => operand.depth,
             ExprKind::Binary { lhs, rhs, .. } => lhs.depth.max(rhs.depth),
-            ExprKind::Ternary { cond, then, otherwise } => {
-                cond.depth.max(then.depth).max(otherwise.depth)
-            }
+            ExprKind::Ternary {
+                cond,
+                then,
+                otherwise,
+            } => cond.depth.max(then.depth).max(otherwise.depth),
             ExprKind::Elvis { value, default } => value.depth.max(default.depth),
         }
     }

@@ -118,7 +118,9 @@ pub enum ParseError {
         position: usize,
     },
     /// `@bean` or `&bean`: SpEL bean references.
-    #[error("bean references are not allowed in Ferry expressions: '@' or '&' at position {position}")]
+    #[error(
+        "bean references are not allowed in Ferry expressions: '@' or '&' at position {position}"
+    )]
     BeanReference {
         /// Offset of the `@` or `&`.
         position: usize,
@@ -410,7 +412,11 @@ pub struct FieldError {
 
 impl fmt::Display for FieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(root)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(root)"
+        } else {
+            &self.path
+        };
         write!(f, "{path}: {} in `{}`", self.message, self.expression)
     }
 }
@@ -431,13 +437,23 @@ mod tests {
     #[test]
     fn messages_name_positions() {
         let e = ParseError::TypeReference { position: 3 };
-        assert!(e.to_string().contains("type references are not allowed in Ferry expressions"));
+        assert!(
+            e.to_string()
+                .contains("type references are not allowed in Ferry expressions")
+        );
         assert_eq!(e.position(), 3);
         let e = EvalError::DivisionByZero {
-            at: Location { position: 4, snippet: "1/0".into() },
+            at: Location {
+                position: 4,
+                snippet: "1/0".into(),
+            },
         };
         assert_eq!(e.to_string(), "division by zero at position 4 (`1/0`)");
-        let f = FieldError { path: String::new(), expression: "${x}".into(), message: "m".into() };
+        let f = FieldError {
+            path: String::new(),
+            expression: "${x}".into(),
+            message: "m".into(),
+        };
         assert_eq!(f.to_string(), "(root): m in `${x}`");
     }
 }

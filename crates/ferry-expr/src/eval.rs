@@ -29,9 +29,11 @@ pub(crate) const BYTES_PER_STEP: usize = 64;
 /// Sandbox limits for parsing and evaluating expressions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// Evaluation steps per template evaluation. Every syntax-tree node evaluated costs one
-    /// step, every element visited by a selection, projection or list search costs one, and
-    /// copying or building data costs one per JSON node plus one per 64 bytes of text.
+    /// Evaluation steps per template evaluation ([`crate::evaluate_tree`] allows
+    /// [`crate::TREE_STEP_FACTOR`] times this for a whole tree). Every syntax-tree node
+    /// evaluated costs one step, every element visited by a selection, projection or list search
+    /// costs one, copying, building or scanning data costs one per JSON node plus one per 64
+    /// bytes of text, and compiling a new regular expression costs 1,000.
     pub max_steps: u64,
     /// Largest string an expression may build (concatenation, `replace`, `#toJson`, ...) and
     /// largest text a template may produce, in bytes. Checked before allocating.
@@ -45,7 +47,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_steps: 100_000, max_output_bytes: 1 << 20, max_depth: 64, max_source_len: 16 * 1024 }
+        Self {
+            max_steps: 100_000,
+            max_output_bytes: 1 << 20,
+            max_depth: 64,
+            max_source_len: 16 * 1024,
+        }
     }
 }
 
@@ -70,13 +77,19 @@ pub struct EvalContext<'a> {
 impl<'a> EvalContext<'a> {
     /// A context with default [`Limits`].
     pub fn new(root: &'a Value, host: &'a dyn Host) -> Self {
-        Self { root, host, limits: Limits::default() }
+        Self {
+            root,
+            host,
+            limits: Limits::default(),
+        }
     }
 }
 
 impl std::fmt::Debug for EvalContext<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EvalContext").field("limits", &self.limits).finish_non_exhaustive()
+        f.debug_struct("EvalContext")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +127,14 @@ pub(crate) struct Evaluator<'c> {
 
 impl<'c> Evaluator<'c> {
     pub(crate) fn new(ctx: &EvalContext<'c>, src: &'c str) -> Self {
-        Self { host: ctx.host, limits: ctx.limits, src, steps: 0, fetches: 0, regexes: Vec::new() }
+        Self {
+            host: ctx.host,
+            limits: ctx.limits,
+            src,
+            steps: 0,
+            fetches: 0,
+            regexes: Vec::new(),
+        }
     }
 
     /// Steps used so far.
@@ -125,14 +145,20 @@ impl<'c> Evaluator<'c> {
     /// Location of a node for error messages.
     pub(crate) fn loc(&self, span: Span) -> Location {
         let snippet = self.src.get(span.start..span.end).unwrap_or_default();
-        Location { position: char_pos(self.src, span.start), snippet: shorten(snippet.trim(), 80) }
+        Location {
+            position: char_pos(self.src, span.start),
+            snippet: shorten(snippet.trim(), 80),
+        }
     }
 
     /// Charges `n` steps.
     pub(crate) fn charge(&mut self, n: u64, span: Span) -> Result<(), EvalError> {
         self.steps = self.steps.saturating_add(n);
         if self.steps > self.limits.max_steps {
-            return Err(EvalError::StepLimit { limit: self.limits.max_steps, at: self.loc(span) });
+            return Err(EvalError::StepLimit {
+                limit: self.limits.max_steps,
+                at: self.loc(span),
+            });
         }
         Ok(())
     }
@@ -152,7 +178,10 @@ impl<'c> Evaluator<'c> {
     /// Fails if a string of `len` bytes would exceed the output limit.
     pub(crate) fn check_len(&self, len: usize, span: Span) -> Result<(), EvalError> {
         if len > self.limits.max_output_bytes {
-            return Err(EvalError::OutputLimit { limit: self.limits.max_output_bytes, at: self.loc(span) });
+            return Err(EvalError::OutputLimit {
+                limit: self.limits.max_output_bytes,
+                at: self.loc(span),
+            });
         }
         Ok(())
     }
@@ -169,13 +198,25 @@ impl<'c> Evaluator<'c> {
     }
 
     pub(crate) fn type_error(&self, message: String, span: Span) -> EvalError {
-        EvalError::Type { message, at: self.loc(span) }
+        EvalError::Type {
+            message,
+            at: self.loc(span),
+        }
     }
 
     /// Compiles (or reuses) a regex under the sandbox's size limits. `full` anchors it so that it
     /// must match the whole string, like Java's `String.matches`.
-    pub(crate) fn regex(&mut self, pattern: &str, full: bool, span: Span) -> Result<Regex, EvalError> {
-        if let Some((_, _, re)) = self.regexes.iter().find(|(p, f, _)| p == pattern && *f == full) {
+    pub(crate) fn regex(
+        &mut self,
+        pattern: &str,
+        full: bool,
+        span: Span,
+    ) -> Result<Regex, EvalError> {
+        if let Some((_, _, re)) = self
+            .regexes
+            .iter()
+            .find(|(p, f, _)| p == pattern && *f == full)
+        {
             return Ok(re.clone());
         }
         // Compiling is far costlier than matching; repeated patterns hit the cache.
@@ -199,7 +240,10 @@ impl<'c> Evaluator<'c> {
             Value::Bool(b) => Ok(*b),
             Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
             Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-            other => Err(EvalError::NotBoolean { found: value::describe(other), at: self.loc(span) }),
+            other => Err(EvalError::NotBoolean {
+                found: value::describe(other),
+                at: self.loc(span),
+            }),
         }
     }
 
@@ -208,7 +252,11 @@ impl<'c> Evaluator<'c> {
     /// This is a thin dispatcher and each kind of node has its own small function: the stack
     /// used per nesting level is the sum of the frames on the recursive path, and small frames
     /// keep deep (but allowed) nesting cheap even in unoptimised builds.
-    pub(crate) fn eval<'v>(&mut self, e: &'v Expr, sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+    pub(crate) fn eval<'v>(
+        &mut self,
+        e: &'v Expr,
+        sc: Scope<'v>,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         self.charge(1, e.span)?;
         match &e.kind {
             ExprKind::Lit(v) => Ok(Cow::Borrowed(v)),
@@ -217,23 +265,47 @@ impl<'c> Evaluator<'c> {
             ExprKind::Name(name) => self.name(name, sc, e.span),
             ExprKind::List(items) => self.eval_list(items, sc),
             ExprKind::Map(entries) => self.eval_map(entries, sc),
-            ExprKind::Prop { target, name, safe } => self.eval_prop(target, name, *safe, sc, e.span),
-            ExprKind::Index { target, index, safe } => self.eval_index(target, index, *safe, sc, e.span),
-            ExprKind::Method { target, name, args, safe } => {
-                self.eval_method(target.as_deref(), name, args, *safe, sc, e.span)
+            ExprKind::Prop { target, name, safe } => {
+                self.eval_prop(target, name, *safe, sc, e.span)
             }
+            ExprKind::Index {
+                target,
+                index,
+                safe,
+            } => self.eval_index(target, index, *safe, sc, e.span),
+            ExprKind::Method {
+                target,
+                name,
+                args,
+                safe,
+            } => self.eval_method(target.as_deref(), name, args, *safe, sc, e.span),
             ExprKind::Call { helper, args } => self.eval_call(*helper, args, sc, e.span),
-            ExprKind::Select { target, kind, cond, safe } => self.eval_select(target, *kind, cond, *safe, sc, e.span),
-            ExprKind::Project { target, expr, safe } => self.eval_project(target, expr, *safe, sc, e.span),
+            ExprKind::Select {
+                target,
+                kind,
+                cond,
+                safe,
+            } => self.eval_select(target, *kind, cond, *safe, sc, e.span),
+            ExprKind::Project { target, expr, safe } => {
+                self.eval_project(target, expr, *safe, sc, e.span)
+            }
             ExprKind::Unary { op, operand } => self.eval_unary(*op, operand, sc, e.span),
             ExprKind::Binary { op, lhs, rhs } => self.eval_binary(*op, lhs, rhs, sc, e.span),
-            ExprKind::Ternary { cond, then, otherwise } => self.eval_ternary(cond, then, otherwise, sc),
+            ExprKind::Ternary {
+                cond,
+                then,
+                otherwise,
+            } => self.eval_ternary(cond, then, otherwise, sc),
             ExprKind::Elvis { value, default } => self.eval_elvis(value, default, sc),
         }
     }
 
     #[inline(never)]
-    fn eval_list<'v>(&mut self, items: &'v [Expr], sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_list<'v>(
+        &mut self,
+        items: &'v [Expr],
+        sc: Scope<'v>,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let v = self.eval(item, sc)?;
@@ -243,7 +315,11 @@ impl<'c> Evaluator<'c> {
     }
 
     #[inline(never)]
-    fn eval_map<'v>(&mut self, entries: &'v [(String, Expr)], sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_map<'v>(
+        &mut self,
+        entries: &'v [(String, Expr)],
+        sc: Scope<'v>,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let mut out = Map::new();
         for (k, item) in entries {
             let v = self.eval(item, sc)?;
@@ -254,13 +330,27 @@ impl<'c> Evaluator<'c> {
     }
 
     #[inline(never)]
-    fn eval_prop<'v>(&mut self, target: &'v Expr, name: &str, safe: bool, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_prop<'v>(
+        &mut self,
+        target: &'v Expr,
+        name: &str,
+        safe: bool,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let t = self.eval(target, sc)?;
         self.property(t, name, safe, span)
     }
 
     #[inline(never)]
-    fn eval_index<'v>(&mut self, target: &'v Expr, index: &'v Expr, safe: bool, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_index<'v>(
+        &mut self,
+        target: &'v Expr,
+        index: &'v Expr,
+        safe: bool,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let t = self.eval(target, sc)?;
         if t.is_null() && safe {
             return Ok(Cow::Owned(Value::Null));
@@ -287,13 +377,20 @@ impl<'c> Evaluator<'c> {
             if safe {
                 return Ok(Cow::Owned(Value::Null));
             }
-            return Err(EvalError::Null { action: format!("call method '{name}' on"), at: self.loc(span) });
+            return Err(EvalError::Null {
+                action: format!("call method '{name}' on"),
+                at: self.loc(span),
+            });
         }
         let values = self.eval_args(args, sc)?;
         self.call_method(t, name, &values, span)
     }
 
-    fn eval_args<'v>(&mut self, args: &'v [Expr], sc: Scope<'v>) -> Result<Vec<Cow<'v, Value>>, EvalError> {
+    fn eval_args<'v>(
+        &mut self,
+        args: &'v [Expr],
+        sc: Scope<'v>,
+    ) -> Result<Vec<Cow<'v, Value>>, EvalError> {
         let mut values = Vec::with_capacity(args.len());
         for a in args {
             values.push(self.eval(a, sc)?);
@@ -302,7 +399,13 @@ impl<'c> Evaluator<'c> {
     }
 
     #[inline(never)]
-    fn eval_call<'v>(&mut self, helper: Helper, args: &'v [Expr], sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_call<'v>(
+        &mut self,
+        helper: Helper,
+        args: &'v [Expr],
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let values = self.eval_args(args, sc)?;
         Ok(Cow::Owned(self.call_helper(helper, &values, span)?))
     }
@@ -322,19 +425,39 @@ impl<'c> Evaluator<'c> {
     }
 
     #[inline(never)]
-    fn eval_project<'v>(&mut self, target: &'v Expr, expr: &'v Expr, safe: bool, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_project<'v>(
+        &mut self,
+        target: &'v Expr,
+        expr: &'v Expr,
+        safe: bool,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let t = self.eval(target, sc)?;
         self.project(t, expr, safe, sc.root, span)
     }
 
     #[inline(never)]
-    fn eval_unary<'v>(&mut self, op: UnaryOp, operand: &'v Expr, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_unary<'v>(
+        &mut self,
+        op: UnaryOp,
+        operand: &'v Expr,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let v = self.eval(operand, sc)?;
         self.unary(op, &v, span).map(Cow::Owned)
     }
 
     #[inline(never)]
-    fn eval_binary<'v>(&mut self, op: BinOp, lhs: &'v Expr, rhs: &'v Expr, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_binary<'v>(
+        &mut self,
+        op: BinOp,
+        lhs: &'v Expr,
+        rhs: &'v Expr,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let l = self.eval(lhs, sc)?;
         // `and` / `or` short-circuit.
         if op == BinOp::And || op == BinOp::Or {
@@ -350,13 +473,28 @@ impl<'c> Evaluator<'c> {
     }
 
     #[inline(never)]
-    fn eval_ternary<'v>(&mut self, cond: &'v Expr, then: &'v Expr, otherwise: &'v Expr, sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_ternary<'v>(
+        &mut self,
+        cond: &'v Expr,
+        then: &'v Expr,
+        otherwise: &'v Expr,
+        sc: Scope<'v>,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let c = self.eval(cond, sc)?;
-        if self.condition(&c, cond.span)? { self.eval(then, sc) } else { self.eval(otherwise, sc) }
+        if self.condition(&c, cond.span)? {
+            self.eval(then, sc)
+        } else {
+            self.eval(otherwise, sc)
+        }
     }
 
     #[inline(never)]
-    fn eval_elvis<'v>(&mut self, value: &'v Expr, default: &'v Expr, sc: Scope<'v>) -> Result<Cow<'v, Value>, EvalError> {
+    fn eval_elvis<'v>(
+        &mut self,
+        value: &'v Expr,
+        default: &'v Expr,
+        sc: Scope<'v>,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         let v = self.eval(value, sc)?;
         match &*v {
             Value::Null => self.eval(default, sc),
@@ -366,7 +504,12 @@ impl<'c> Evaluator<'c> {
     }
 
     /// A bare name: a key of the active context object.
-    fn name<'v>(&mut self, name: &str, sc: Scope<'v>, span: Span) -> Result<Cow<'v, Value>, EvalError> {
+    fn name<'v>(
+        &mut self,
+        name: &str,
+        sc: Scope<'v>,
+        span: Span,
+    ) -> Result<Cow<'v, Value>, EvalError> {
         match sc.this {
             Value::Object(m) => match m.get(name) {
                 Some(v) => Ok(Cow::Borrowed(v)),
@@ -376,20 +519,32 @@ impl<'c> Evaluator<'c> {
                     if m.len() > keys.len() {
                         keys.push("…");
                     }
-                    let available = if keys.is_empty() { "(none)".to_string() } else { keys.join(", ") };
-                    Err(EvalError::UnknownName { name: name.to_string(), available, at: self.loc(span) })
+                    let available = if keys.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        keys.join(", ")
+                    };
+                    Err(EvalError::UnknownName {
+                        name: name.to_string(),
+                        available,
+                        at: self.loc(span),
+                    })
                 }
             },
-            Value::Null if sc.in_element => {
-                Err(EvalError::Null { action: format!("read property '{name}' of"), at: self.loc(span) })
-            }
+            Value::Null if sc.in_element => Err(EvalError::Null {
+                action: format!("read property '{name}' of"),
+                at: self.loc(span),
+            }),
             Value::Null => Err(EvalError::UnknownName {
                 name: name.to_string(),
                 available: "(none)".into(),
                 at: self.loc(span),
             }),
             other => Err(self.type_error(
-                format!("cannot read property '{name}' of {}", value::type_name(other)),
+                format!(
+                    "cannot read property '{name}' of {}",
+                    value::type_name(other)
+                ),
                 span,
             )),
         }
@@ -404,13 +559,20 @@ impl<'c> Evaluator<'c> {
         span: Span,
     ) -> Result<Cow<'v, Value>, EvalError> {
         match target {
-            Cow::Borrowed(Value::Object(m)) => Ok(m.get(name).map_or(Cow::Owned(Value::Null), Cow::Borrowed)),
-            Cow::Owned(Value::Object(mut m)) => Ok(Cow::Owned(m.remove(name).unwrap_or(Value::Null))),
+            Cow::Borrowed(Value::Object(m)) => {
+                Ok(m.get(name).map_or(Cow::Owned(Value::Null), Cow::Borrowed))
+            }
+            Cow::Owned(Value::Object(mut m)) => {
+                Ok(Cow::Owned(m.remove(name).unwrap_or(Value::Null)))
+            }
             t if t.is_null() => {
                 if safe {
                     Ok(Cow::Owned(Value::Null))
                 } else {
-                    Err(EvalError::Null { action: format!("read property '{name}' of"), at: self.loc(span) })
+                    Err(EvalError::Null {
+                        action: format!("read property '{name}' of"),
+                        at: self.loc(span),
+                    })
                 }
             }
             other => {
@@ -420,7 +582,10 @@ impl<'c> Evaluator<'c> {
                     _ => "",
                 };
                 Err(self.type_error(
-                    format!("cannot read property '{name}' of {}{hint}", value::type_name(&other)),
+                    format!(
+                        "cannot read property '{name}' of {}{hint}",
+                        value::type_name(&other)
+                    ),
                     span,
                 ))
             }
@@ -435,7 +600,10 @@ impl<'c> Evaluator<'c> {
         span: Span,
     ) -> Result<Cow<'v, Value>, EvalError> {
         if target.is_null() {
-            return Err(EvalError::Null { action: "index into".into(), at: self.loc(span) });
+            return Err(EvalError::Null {
+                action: "index into".into(),
+                at: self.loc(span),
+            });
         }
         match &*target {
             Value::Object(_) => {
@@ -448,22 +616,35 @@ impl<'c> Evaluator<'c> {
                     Value::Bool(b) => Cow::Owned(b.to_string()),
                     other => {
                         return Err(self.type_error(
-                            format!("a map key must be a string, not {}", value::type_name(other)),
+                            format!(
+                                "a map key must be a string, not {}",
+                                value::type_name(other)
+                            ),
                             span,
                         ));
                     }
                 };
                 Ok(match target {
-                    Cow::Borrowed(Value::Object(m)) => m.get(&*key).map_or(Cow::Owned(Value::Null), Cow::Borrowed),
-                    Cow::Owned(Value::Object(mut m)) => Cow::Owned(m.remove(&*key).unwrap_or(Value::Null)),
+                    Cow::Borrowed(Value::Object(m)) => {
+                        m.get(&*key).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                    }
+                    Cow::Owned(Value::Object(mut m)) => {
+                        Cow::Owned(m.remove(&*key).unwrap_or(Value::Null))
+                    }
                     _ => Cow::Owned(Value::Null),
                 })
             }
             Value::Array(items) => {
                 let i = self.list_index(index, items.len(), "a list", span)?;
                 Ok(match target {
-                    Cow::Borrowed(Value::Array(items)) => items.get(i).map_or(Cow::Owned(Value::Null), Cow::Borrowed),
-                    Cow::Owned(Value::Array(mut items)) => Cow::Owned(if i < items.len() { items.swap_remove(i) } else { Value::Null }),
+                    Cow::Borrowed(Value::Array(items)) => {
+                        items.get(i).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                    }
+                    Cow::Owned(Value::Array(mut items)) => Cow::Owned(if i < items.len() {
+                        items.swap_remove(i)
+                    } else {
+                        Value::Null
+                    }),
                     _ => Cow::Owned(Value::Null),
                 })
             }
@@ -471,28 +652,52 @@ impl<'c> Evaluator<'c> {
                 self.charge_bytes(s.len(), span)?;
                 let len = s.chars().count();
                 let i = self.list_index(index, len, "a string", span)?;
-                Ok(Cow::Owned(Value::String(s.chars().nth(i).map(String::from).unwrap_or_default())))
+                Ok(Cow::Owned(Value::String(
+                    s.chars().nth(i).map(String::from).unwrap_or_default(),
+                )))
             }
-            other => Err(self.type_error(format!("cannot index into {}", value::type_name(other)), span)),
+            other => Err(self.type_error(
+                format!("cannot index into {}", value::type_name(other)),
+                span,
+            )),
         }
     }
 
     /// Checks a list/string index: an integer in `0..len`.
-    pub(crate) fn list_index(&self, index: &Value, len: usize, what: &'static str, span: Span) -> Result<usize, EvalError> {
+    pub(crate) fn list_index(
+        &self,
+        index: &Value,
+        len: usize,
+        what: &'static str,
+        span: Span,
+    ) -> Result<usize, EvalError> {
         let Some(Num::Int(i)) = value::as_num(index) else {
             return Err(self.type_error(
-                format!("an index into {what} must be an integer, not {}", value::describe(index)),
+                format!(
+                    "an index into {what} must be an integer, not {}",
+                    value::describe(index)
+                ),
                 span,
             ));
         };
         match usize::try_from(i) {
             Ok(u) if u < len => Ok(u),
-            _ => Err(EvalError::IndexOutOfBounds { index: i, len, what, at: self.loc(span) }),
+            _ => Err(EvalError::IndexOutOfBounds {
+                index: i,
+                len,
+                what,
+                at: self.loc(span),
+            }),
         }
     }
 
     /// Elements of a list, or `{key, value}` entries of a map, for selection and projection.
-    fn elements<'x>(&mut self, target: &'x Value, what: &str, span: Span) -> Result<Elements<'x>, EvalError> {
+    fn elements<'x>(
+        &mut self,
+        target: &'x Value,
+        what: &str,
+        span: Span,
+    ) -> Result<Elements<'x>, EvalError> {
         match target {
             Value::Array(items) => Ok(Elements::List(items)),
             Value::Object(m) => {
@@ -507,7 +712,13 @@ impl<'c> Evaluator<'c> {
                 }
                 Ok(Elements::Map(entries))
             }
-            other => Err(self.type_error(format!("cannot {what} {} (only lists and maps)", value::type_name(other)), span)),
+            other => Err(self.type_error(
+                format!(
+                    "cannot {what} {} (only lists and maps)",
+                    value::type_name(other)
+                ),
+                span,
+            )),
         }
     }
 
@@ -524,7 +735,10 @@ impl<'c> Evaluator<'c> {
             if safe {
                 return Ok(Cow::Owned(Value::Null));
             }
-            return Err(EvalError::Null { action: "select from".into(), at: self.loc(span) });
+            return Err(EvalError::Null {
+                action: "select from".into(),
+                at: self.loc(span),
+            });
         }
         let elements = self.elements(&target, "select from", span)?;
         let picked = {
@@ -540,7 +754,11 @@ impl<'c> Evaluator<'c> {
             for i in order {
                 self.charge(1, span)?;
                 let Some(el) = items.get(i) else { continue };
-                let inner = Scope { root, this: el, in_element: true };
+                let inner = Scope {
+                    root,
+                    this: el,
+                    in_element: true,
+                };
                 let c = self.eval(cond, inner)?;
                 if self.condition(&c, cond.span)? {
                     picked.push(i);
@@ -554,14 +772,20 @@ impl<'c> Evaluator<'c> {
         let single = kind != SelectKind::All;
         let picked_keys: Option<Vec<String>> = match &elements {
             Elements::Map(entries) => Some(
-                picked.iter().filter_map(|i| entries.get(*i)).map(|(k, _)| (*k).to_string()).collect(),
+                picked
+                    .iter()
+                    .filter_map(|i| entries.get(*i))
+                    .map(|(k, _)| (*k).to_string())
+                    .collect(),
             ),
             Elements::List(_) => None,
         };
         drop(elements);
         if let Some(keys) = picked_keys {
             // Selecting from a map gives a map of the selected entries (one entry for ^[ and $[).
-            let Value::Object(m) = &*target else { return Ok(Cow::Owned(Value::Null)) };
+            let Value::Object(m) = &*target else {
+                return Ok(Cow::Owned(Value::Null));
+            };
             if single && keys.is_empty() {
                 return Ok(Cow::Owned(Value::Null));
             }
@@ -593,7 +817,10 @@ impl<'c> Evaluator<'c> {
             Cow::Owned(Value::Array(items)) => {
                 if single {
                     let i = picked.first().copied();
-                    return Ok(Cow::Owned(i.and_then(|i| items.into_iter().nth(i)).unwrap_or(Value::Null)));
+                    return Ok(Cow::Owned(
+                        i.and_then(|i| items.into_iter().nth(i))
+                            .unwrap_or(Value::Null),
+                    ));
                 }
                 let mut keep = vec![false; items.len()];
                 for i in picked {
@@ -601,7 +828,11 @@ impl<'c> Evaluator<'c> {
                         *k = true;
                     }
                 }
-                let out = items.into_iter().zip(keep).filter_map(|(v, k)| k.then_some(v)).collect();
+                let out = items
+                    .into_iter()
+                    .zip(keep)
+                    .filter_map(|(v, k)| k.then_some(v))
+                    .collect();
                 Ok(Cow::Owned(Value::Array(out)))
             }
             _ => Ok(Cow::Owned(Value::Null)),
@@ -620,7 +851,10 @@ impl<'c> Evaluator<'c> {
             if safe {
                 return Ok(Cow::Owned(Value::Null));
             }
-            return Err(EvalError::Null { action: "project".into(), at: self.loc(span) });
+            return Err(EvalError::Null {
+                action: "project".into(),
+                at: self.loc(span),
+            });
         }
         let elements = self.elements(&target, "project", span)?;
         let items: Vec<&Value> = match &elements {
@@ -630,7 +864,11 @@ impl<'c> Evaluator<'c> {
         let mut out = Vec::with_capacity(items.len());
         for el in items {
             self.charge(1, span)?;
-            let inner = Scope { root, this: el, in_element: true };
+            let inner = Scope {
+                root,
+                this: el,
+                in_element: true,
+            };
             let v = self.eval(expr, inner)?;
             out.push(self.own(v, expr.span)?);
         }
@@ -643,12 +881,18 @@ impl<'c> Evaluator<'c> {
             UnaryOp::Neg | UnaryOp::Plus => {
                 let sym = if op == UnaryOp::Neg { "-" } else { "+" };
                 let Some(n) = value::as_num(v) else {
-                    return Err(self.type_error(format!("unary '{sym}' needs a number, not {}", value::describe(v)), span));
+                    return Err(self.type_error(
+                        format!("unary '{sym}' needs a number, not {}", value::describe(v)),
+                        span,
+                    ));
                 };
                 let n = match (op, n) {
                     (UnaryOp::Plus, n) => n,
                     (_, Num::Int(i)) => {
-                        Num::Int(i.checked_neg().ok_or_else(|| EvalError::Overflow { op: "-", at: self.loc(span) })?)
+                        Num::Int(i.checked_neg().ok_or_else(|| EvalError::Overflow {
+                            op: "-",
+                            at: self.loc(span),
+                        })?)
                     }
                     (_, Num::Float(f)) => Num::Float(-f),
                 };
@@ -694,7 +938,11 @@ impl<'c> Evaluator<'c> {
             BinOp::Matches => {
                 let (Value::String(s), Value::String(p)) = (l, r) else {
                     return Err(self.type_error(
-                        format!("'matches' needs a string and a pattern string, not {} and {}", value::type_name(l), value::type_name(r)),
+                        format!(
+                            "'matches' needs a string and a pattern string, not {} and {}",
+                            value::type_name(l),
+                            value::type_name(r)
+                        ),
                         span,
                     ));
                 };
@@ -714,11 +962,21 @@ impl<'c> Evaluator<'c> {
                 Ok(Value::String(s))
             }
             BinOp::Mul if l.is_string() => {
-                let Value::String(s) = l else { return Ok(Value::Null) };
-                let Some(Num::Int(n)) = value::as_num(r) else {
-                    return Err(self.type_error(format!("a string can only be multiplied by an integer, not {}", value::describe(r)), span));
+                let Value::String(s) = l else {
+                    return Ok(Value::Null);
                 };
-                let n = usize::try_from(n).map_err(|_| self.type_error(format!("cannot repeat a string {n} times"), span))?;
+                let Some(Num::Int(n)) = value::as_num(r) else {
+                    return Err(self.type_error(
+                        format!(
+                            "a string can only be multiplied by an integer, not {}",
+                            value::describe(r)
+                        ),
+                        span,
+                    ));
+                };
+                let n = usize::try_from(n).map_err(|_| {
+                    self.type_error(format!("cannot repeat a string {n} times"), span)
+                })?;
                 let len = s.len().saturating_mul(n);
                 self.check_len(len, span)?;
                 self.charge_bytes(len, span)?;
@@ -727,7 +985,12 @@ impl<'c> Evaluator<'c> {
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem | BinOp::Pow => {
                 let (Some(a), Some(b)) = (value::as_num(l), value::as_num(r)) else {
                     return Err(self.type_error(
-                        format!("cannot apply '{}' to {} and {}", op.symbol(), value::describe(l), value::describe(r)),
+                        format!(
+                            "cannot apply '{}' to {} and {}",
+                            op.symbol(),
+                            value::describe(l),
+                            value::describe(r)
+                        ),
                         span,
                     ));
                 };
@@ -745,7 +1008,10 @@ impl<'c> Evaluator<'c> {
     /// Java-like arithmetic: integers stay integers (checked, truncating division), anything
     /// with a float is a float.
     fn arith(&self, op: BinOp, a: Num, b: Num, span: Span) -> Result<Num, EvalError> {
-        let overflow = || EvalError::Overflow { op: op.symbol(), at: self.loc(span) };
+        let overflow = || EvalError::Overflow {
+            op: op.symbol(),
+            at: self.loc(span),
+        };
         let div_zero = || EvalError::DivisionByZero { at: self.loc(span) };
         match (a, b) {
             (Num::Int(x), Num::Int(y)) => {
@@ -768,7 +1034,10 @@ impl<'c> Evaluator<'c> {
                     _ => {
                         let Ok(e) = u32::try_from(y) else {
                             if y < 0 {
-                                return Err(self.type_error(format!("negative integer exponent {y} (use a float base)"), span));
+                                return Err(self.type_error(
+                                    format!("negative integer exponent {y} (use a float base)"),
+                                    span,
+                                ));
                             }
                             return Err(overflow());
                         };
@@ -804,7 +1073,12 @@ impl<'c> Evaluator<'c> {
 
     /// Text of a value for concatenation and templates: strings as they are, `null` as
     /// `null_text`, numbers and booleans as written, lists and maps as compact JSON.
-    pub(crate) fn text<'x>(&mut self, v: &'x Value, null_text: &'static str, span: Span) -> Result<Cow<'x, str>, EvalError> {
+    pub(crate) fn text<'x>(
+        &mut self,
+        v: &'x Value,
+        null_text: &'static str,
+        span: Span,
+    ) -> Result<Cow<'x, str>, EvalError> {
         Ok(match v {
             Value::String(s) => Cow::Borrowed(s.as_str()),
             Value::Null => Cow::Borrowed(null_text),
@@ -816,8 +1090,12 @@ impl<'c> Evaluator<'c> {
 
     /// Compact JSON text of a value, refusing output larger than the limit.
     pub(crate) fn json(&mut self, v: &Value, span: Span) -> Result<String, EvalError> {
-        let s = value::to_json_limited(v, self.limits.max_output_bytes)
-            .ok_or_else(|| EvalError::OutputLimit { limit: self.limits.max_output_bytes, at: self.loc(span) })?;
+        let s = value::to_json_limited(v, self.limits.max_output_bytes).ok_or_else(|| {
+            EvalError::OutputLimit {
+                limit: self.limits.max_output_bytes,
+                at: self.loc(span),
+            }
+        })?;
         self.charge_bytes(s.len(), span)?;
         Ok(s)
     }

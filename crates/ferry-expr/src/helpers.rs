@@ -61,21 +61,35 @@ const HELPERS: &[(&str, Helper, usize, usize)] = &[
     ("toFloat", Helper::ToFloat, 1, 1),
     ("toInt", Helper::ToInt, 1, 1),
     ("toJson", Helper::ToJson, 1, 1),
-    ("triggerResolvedArtifact", Helper::TriggerResolvedArtifact, 1, 1),
+    (
+        "triggerResolvedArtifact",
+        Helper::TriggerResolvedArtifact,
+        1,
+        1,
+    ),
 ];
 
 impl Helper {
     pub(crate) fn from_name(name: &str) -> Option<Helper> {
-        HELPERS.iter().find(|(n, ..)| *n == name).map(|(_, h, ..)| *h)
+        HELPERS
+            .iter()
+            .find(|(n, ..)| *n == name)
+            .map(|(_, h, ..)| *h)
     }
 
     pub(crate) fn name(self) -> &'static str {
-        HELPERS.iter().find(|(_, h, ..)| *h == self).map_or("?", |(n, ..)| n)
+        HELPERS
+            .iter()
+            .find(|(_, h, ..)| *h == self)
+            .map_or("?", |(n, ..)| n)
     }
 
     /// (minimum, maximum) number of arguments.
     pub(crate) fn arity(self) -> (usize, usize) {
-        HELPERS.iter().find(|(_, h, ..)| *h == self).map_or((0, 0), |(_, _, min, max)| (*min, *max))
+        HELPERS
+            .iter()
+            .find(|(_, h, ..)| *h == self)
+            .map_or((0, 0), |(_, _, min, max)| (*min, *max))
     }
 
     pub(crate) fn arity_text(self) -> String {
@@ -89,7 +103,11 @@ impl Helper {
 
     /// `#alphanumerical, #currentStage, ...` for error messages.
     pub(crate) fn all_names() -> String {
-        HELPERS.iter().map(|(n, ..)| format!("#{n}")).collect::<Vec<_>>().join(", ")
+        HELPERS
+            .iter()
+            .map(|(n, ..)| format!("#{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -107,15 +125,29 @@ pub(crate) fn read_yaml(text: &str) -> Result<Value, String> {
 
 impl Evaluator<'_> {
     fn helper_error(&self, helper: Helper, message: String, span: Span) -> EvalError {
-        EvalError::Helper { helper: helper.name(), message, at: self.loc(span) }
+        EvalError::Helper {
+            helper: helper.name(),
+            message,
+            at: self.loc(span),
+        }
     }
 
-    fn helper_str<'a>(&self, helper: Helper, args: &'a [Cow<'_, Value>], i: usize, span: Span) -> Result<&'a str, EvalError> {
+    fn helper_str<'a>(
+        &self,
+        helper: Helper,
+        args: &'a [Cow<'_, Value>],
+        i: usize,
+        span: Span,
+    ) -> Result<&'a str, EvalError> {
         match args.get(i).map(|a| &**a) {
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(EvalError::Arguments {
                 callee: format!("#{}", helper.name()),
-                message: format!("argument {} must be a string, not {}", i + 1, value::describe(other)),
+                message: format!(
+                    "argument {} must be a string, not {}",
+                    i + 1,
+                    value::describe(other)
+                ),
                 at: self.loc(span),
             }),
             None => Err(EvalError::Arguments {
@@ -127,7 +159,13 @@ impl Evaluator<'_> {
     }
 
     /// A value from the host: missing is an error; the copy is paid for.
-    fn host_value(&mut self, helper: Helper, v: Option<Value>, missing: String, span: Span) -> Result<Value, EvalError> {
+    fn host_value(
+        &mut self,
+        helper: Helper,
+        v: Option<Value>,
+        missing: String,
+        span: Span,
+    ) -> Result<Value, EvalError> {
         match v {
             Some(v) => {
                 self.charge_copy(&v, span)?;
@@ -145,7 +183,10 @@ impl Evaluator<'_> {
             at: ev.loc(span),
         };
         if self.fetches >= MAX_FETCHES {
-            return Err(fetch_error(self, format!("at most {MAX_FETCHES} URL fetches are allowed per expression")));
+            return Err(fetch_error(
+                self,
+                format!("at most {MAX_FETCHES} URL fetches are allowed per expression"),
+            ));
         }
         self.fetches += 1;
         let body = self.host.fetch_url(url).map_err(|m| fetch_error(self, m))?;
@@ -163,7 +204,12 @@ impl Evaluator<'_> {
     }
 
     /// Calls a helper with evaluated arguments (the parser already checked their number).
-    pub(crate) fn call_helper(&mut self, helper: Helper, args: &[Cow<'_, Value>], span: Span) -> Result<Value, EvalError> {
+    pub(crate) fn call_helper(
+        &mut self,
+        helper: Helper,
+        args: &[Cow<'_, Value>],
+        span: Span,
+    ) -> Result<Value, EvalError> {
         let host = self.host;
         // Every helper reads its string arguments at least once: pay for that up front.
         for a in args {
@@ -174,15 +220,28 @@ impl Evaluator<'_> {
         match helper {
             Helper::Stage => {
                 let name = self.helper_str(helper, args, 0, span)?;
-                self.host_value(helper, host.stage(name), format!("no stage named '{name}' in this execution"), span)
+                self.host_value(
+                    helper,
+                    host.stage(name),
+                    format!("no stage named '{name}' in this execution"),
+                    span,
+                )
             }
             Helper::StageByRefId => {
                 let id = self.helper_str(helper, args, 0, span)?;
-                self.host_value(helper, host.stage_by_ref_id(id), format!("no stage with refId '{id}' in this execution"), span)
+                self.host_value(
+                    helper,
+                    host.stage_by_ref_id(id),
+                    format!("no stage with refId '{id}' in this execution"),
+                    span,
+                )
             }
-            Helper::CurrentStage => {
-                self.host_value(helper, host.current_stage(), "there is no current stage here".into(), span)
-            }
+            Helper::CurrentStage => self.host_value(
+                helper,
+                host.current_stage(),
+                "there is no current stage here".into(),
+                span,
+            ),
             Helper::StageExists => {
                 let name = self.helper_str(helper, args, 0, span)?;
                 Ok(Value::Bool(host.stage(name).is_some()))
@@ -196,7 +255,9 @@ impl Evaluator<'_> {
                     span,
                 )
             }
-            Helper::CurrentUser => Ok(Value::String(host.current_user().unwrap_or_else(|| "anonymous".into()))),
+            Helper::CurrentUser => Ok(Value::String(
+                host.current_user().unwrap_or_else(|| "anonymous".into()),
+            )),
             Helper::DeployedServerGroups => {
                 let stage = match args.first() {
                     Some(_) => Some(self.helper_str(helper, args, 0, span)?),
@@ -252,7 +313,8 @@ impl Evaluator<'_> {
             Helper::ReadYaml => {
                 let text = self.helper_str(helper, args, 0, span)?;
                 self.charge_bytes(text.len(), span)?;
-                let v = read_yaml(text).map_err(|m| self.helper_error(helper, format!("invalid YAML: {m}"), span))?;
+                let v = read_yaml(text)
+                    .map_err(|m| self.helper_error(helper, format!("invalid YAML: {m}"), span))?;
                 self.charge_copy(&v, span)?;
                 Ok(v)
             }
@@ -260,24 +322,44 @@ impl Evaluator<'_> {
                 let v = args.first().map_or(&Value::Null, |a| &**a);
                 match v {
                     Value::String(s) => s.parse::<i64>().map(Value::from).map_err(|_| {
-                        self.helper_error(helper, format!("'{}' is not an integer", shorten(s, 40)), span)
+                        self.helper_error(
+                            helper,
+                            format!("'{}' is not an integer", shorten(s, 40)),
+                            span,
+                        )
                     }),
                     Value::Number(_) => match value::as_num(v) {
                         Some(Num::Int(i)) => Ok(Value::from(i)),
-                        _ => Err(self.helper_error(helper, format!("{} is not an integer", value::describe(v)), span)),
+                        _ => Err(self.helper_error(
+                            helper,
+                            format!("{} is not an integer", value::describe(v)),
+                            span,
+                        )),
                     },
-                    other => Err(self.helper_error(helper, format!("cannot convert {} to an integer", value::describe(other)), span)),
+                    other => Err(self.helper_error(
+                        helper,
+                        format!("cannot convert {} to an integer", value::describe(other)),
+                        span,
+                    )),
                 }
             }
             Helper::ToFloat => {
                 let v = args.first().map_or(&Value::Null, |a| &**a);
                 let f = match v {
                     Value::String(s) => s.trim().parse::<f64>().map_err(|_| {
-                        self.helper_error(helper, format!("'{}' is not a number", shorten(s, 40)), span)
+                        self.helper_error(
+                            helper,
+                            format!("'{}' is not a number", shorten(s, 40)),
+                            span,
+                        )
                     })?,
                     Value::Number(_) => value::as_num(v).map_or(0.0, Num::as_f64),
                     other => {
-                        return Err(self.helper_error(helper, format!("cannot convert {} to a number", value::describe(other)), span));
+                        return Err(self.helper_error(
+                            helper,
+                            format!("cannot convert {} to a number", value::describe(other)),
+                            span,
+                        ));
                     }
                 };
                 self.num_value(Num::Float(f), span)
@@ -289,7 +371,11 @@ impl Evaluator<'_> {
                     Value::Bool(b) => Ok(Value::Bool(*b)),
                     Value::String(s) => Ok(Value::Bool(s.eq_ignore_ascii_case("true"))),
                     Value::Null => Ok(Value::Bool(false)),
-                    other => Err(self.helper_error(helper, format!("cannot convert {} to a boolean", value::describe(other)), span)),
+                    other => Err(self.helper_error(
+                        helper,
+                        format!("cannot convert {} to a boolean", value::describe(other)),
+                        span,
+                    )),
                 }
             }
             Helper::ToBase64 => {
@@ -305,13 +391,15 @@ impl Evaluator<'_> {
                 let bytes = BASE64
                     .decode(text.trim())
                     .map_err(|e| self.helper_error(helper, format!("invalid base64: {e}"), span))?;
-                String::from_utf8(bytes)
-                    .map(Value::String)
-                    .map_err(|_| self.helper_error(helper, "the decoded bytes are not UTF-8 text".into(), span))
+                String::from_utf8(bytes).map(Value::String).map_err(|_| {
+                    self.helper_error(helper, "the decoded bytes are not UTF-8 text".into(), span)
+                })
             }
             Helper::Alphanumerical => {
                 let text = self.helper_str(helper, args, 0, span)?;
-                Ok(Value::String(text.chars().filter(char::is_ascii_alphanumeric).collect()))
+                Ok(Value::String(
+                    text.chars().filter(char::is_ascii_alphanumeric).collect(),
+                ))
             }
         }
     }
@@ -332,16 +420,28 @@ mod tests {
         }
         assert!(Helper::from_name("exec").is_none());
         assert!(Helper::all_names().contains("#stage, #stageByRefId"));
-        assert_eq!(Helper::DeployedServerGroups.arity_text(), "0 to 1 arguments");
+        assert_eq!(
+            Helper::DeployedServerGroups.arity_text(),
+            "0 to 1 arguments"
+        );
         assert_eq!(Helper::ManifestLabelValue.arity_text(), "3 arguments");
     }
 
     #[test]
     fn yaml_is_plain_data_only() {
-        assert_eq!(read_yaml("a: 1\nb: [x, 'y']\nc: {d: true}").unwrap(), json!({"a": 1, "b": ["x", "y"], "c": {"d": true}}));
-        assert_eq!(read_yaml("a: &x [1]\nb: *x").unwrap(), json!({"a": [1], "b": [1]}));
+        assert_eq!(
+            read_yaml("a: 1\nb: [x, 'y']\nc: {d: true}").unwrap(),
+            json!({"a": 1, "b": ["x", "y"], "c": {"d": true}})
+        );
+        assert_eq!(
+            read_yaml("a: &x [1]\nb: *x").unwrap(),
+            json!({"a": [1], "b": [1]})
+        );
         assert_eq!(read_yaml("a: !!str 1").unwrap(), json!({"a": "1"}));
-        assert_eq!(read_yaml("[y, yes, on, true, 'no', 1.5, null]").unwrap(), json!(["y", "yes", "on", true, "no", 1.5, null]));
+        assert_eq!(
+            read_yaml("[y, yes, on, true, 'no', 1.5, null]").unwrap(),
+            json!(["y", "yes", "on", true, "no", 1.5, null])
+        );
         for bad in [
             "!!python/object/apply:os.system ['id']",
             "a: !!python/object:__main__.X {}",

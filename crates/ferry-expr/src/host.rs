@@ -90,6 +90,9 @@ mod tests {
         assert!(h.deployed_server_groups(None).is_none());
         assert!(h.manifest_label_value("a", "b", "c").is_none());
         assert!(h.trigger_resolved_artifact("a").is_none());
-        assert_eq!(h.fetch_url("http://x").unwrap_err(), "no hosts are allow-listed for #fromUrl");
+        assert_eq!(
+            h.fetch_url("http://x").unwrap_err(),
+            "no hosts are allow-listed for #fromUrl"
+        );
     }
 }

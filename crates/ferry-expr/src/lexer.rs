@@ -217,20 +217,34 @@ pub(crate) fn lex(src: &str, start: usize, end: usize) -> Result<Vec<Token>, Par
             b'|' => match next {
                 Some(b'|') => (Tok::OrOr, 2),
                 _ => {
-                    return Err(ParseError::UnexpectedChar { position: char_pos(src, i), ch: '|' });
+                    return Err(ParseError::UnexpectedChar {
+                        position: char_pos(src, i),
+                        ch: '|',
+                    });
                 }
             },
             b'@' => (Tok::At, 1),
             b'$' => (Tok::Dollar, 1),
             _ => {
                 let ch = src[i..].chars().next().unwrap_or('\u{fffd}');
-                return Err(ParseError::UnexpectedChar { position: char_pos(src, i), ch });
+                return Err(ParseError::UnexpectedChar {
+                    position: char_pos(src, i),
+                    ch,
+                });
             }
         };
         i += len;
-        toks.push(Token { tok, start: tok_start, end: i });
+        toks.push(Token {
+            tok,
+            start: tok_start,
+            end: i,
+        });
     }
-    toks.push(Token { tok: Tok::Eof, start: end, end });
+    toks.push(Token {
+        tok: Tok::Eof,
+        start: end,
+        end,
+    });
     Ok(toks)
 }
 
@@ -312,7 +326,9 @@ fn lex_number(src: &str, i: usize, end: usize) -> Result<(Tok, usize), ParseErro
         }
         Ok((Tok::Float(v), j - i))
     } else {
-        let v: i64 = text.parse().map_err(|_| bad(j, "larger than a 64-bit integer"))?;
+        let v: i64 = text
+            .parse()
+            .map_err(|_| bad(j, "larger than a 64-bit integer"))?;
         Ok((Tok::Int(v), j - i))
     }
 }
@@ -326,7 +342,9 @@ fn lex_string(src: &str, i: usize, end: usize, quote: u8) -> Result<(String, usi
     let mut seg_start = j;
     loop {
         if j >= end {
-            return Err(ParseError::UnterminatedString { position: char_pos(src, i) });
+            return Err(ParseError::UnterminatedString {
+                position: char_pos(src, i),
+            });
         }
         if bytes[j] == quote {
             out.push_str(&src[seg_start..j]);
@@ -347,7 +365,11 @@ mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<Tok> {
-        lex(s, 0, s.len()).unwrap().into_iter().map(|t| t.tok).collect()
+        lex(s, 0, s.len())
+            .unwrap()
+            .into_iter()
+            .map(|t| t.tok)
+            .collect()
     }
 
     #[test]
@@ -390,9 +412,34 @@ mod tests {
                 Eof
             ]
         );
-        assert_eq!(toks("0x1F 10L 2f 3.25"), vec![Int(31), Int(10), Float(2.0), Float(3.25), Eof]);
-        assert_eq!(toks("a[0].b"), vec![Ident("a".into()), LBracket, Int(0), RBracket, Dot, Ident("b".into()), Eof]);
-        assert_eq!(toks("a = b++ --c"), vec![Ident("a".into()), Assign, Ident("b".into()), PlusPlus, MinusMinus, Ident("c".into()), Eof]);
+        assert_eq!(
+            toks("0x1F 10L 2f 3.25"),
+            vec![Int(31), Int(10), Float(2.0), Float(3.25), Eof]
+        );
+        assert_eq!(
+            toks("a[0].b"),
+            vec![
+                Ident("a".into()),
+                LBracket,
+                Int(0),
+                RBracket,
+                Dot,
+                Ident("b".into()),
+                Eof
+            ]
+        );
+        assert_eq!(
+            toks("a = b++ --c"),
+            vec![
+                Ident("a".into()),
+                Assign,
+                Ident("b".into()),
+                PlusPlus,
+                MinusMinus,
+                Ident("c".into()),
+                Eof
+            ]
+        );
     }
 
     #[test]
@@ -400,13 +447,37 @@ mod tests {
         let e = lex("1 + 'abc", 0, 8).unwrap_err();
         assert_eq!(e, ParseError::UnterminatedString { position: 4 });
         let e = lex("a | b", 0, 5).unwrap_err();
-        assert_eq!(e, ParseError::UnexpectedChar { position: 2, ch: '|' });
+        assert_eq!(
+            e,
+            ParseError::UnexpectedChar {
+                position: 2,
+                ch: '|'
+            }
+        );
         let e = lex("é", 0, 2).unwrap_err();
-        assert_eq!(e, ParseError::UnexpectedChar { position: 0, ch: 'é' });
-        assert!(matches!(lex("99999999999999999999", 0, 20), Err(ParseError::BadNumber { .. })));
-        assert!(matches!(lex("1e999", 0, 5), Err(ParseError::BadNumber { .. })));
-        assert!(matches!(lex("12abc", 0, 5), Err(ParseError::BadNumber { .. })));
-        assert!(matches!(lex("# x", 0, 3), Err(ParseError::Unexpected { .. })));
+        assert_eq!(
+            e,
+            ParseError::UnexpectedChar {
+                position: 0,
+                ch: 'é'
+            }
+        );
+        assert!(matches!(
+            lex("99999999999999999999", 0, 20),
+            Err(ParseError::BadNumber { .. })
+        ));
+        assert!(matches!(
+            lex("1e999", 0, 5),
+            Err(ParseError::BadNumber { .. })
+        ));
+        assert!(matches!(
+            lex("12abc", 0, 5),
+            Err(ParseError::BadNumber { .. })
+        ));
+        assert!(matches!(
+            lex("# x", 0, 3),
+            Err(ParseError::Unexpected { .. })
+        ));
     }
 
     #[test]

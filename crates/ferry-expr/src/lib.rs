@@ -14,8 +14,16 @@
 //! ```
 //!
 //! The engine normally calls [`evaluate_tree`] on a whole stage context, and [`check_tree`]
-//! when a pipeline is saved. Helpers that need the engine (`#stage`, `#judgment`, `#fromUrl`,
-//! ...) go through the [`Host`] trait; [`NullHost`] provides none of them.
+//! when a pipeline is saved; [`Template::parse_expression`] takes a bare expression without
+//! `${ }` (`stageEnabled`, preconditions). Helpers that need the engine (`#stage`, `#judgment`,
+//! `#fromUrl`, ...) go through the [`Host`] trait; [`NullHost`] provides none of them.
+//!
+//! # Design
+//!
+//! `lexer` → `parser` (Pratt, building `ast::Expr`) → `eval` (tree walk over `Cow<Value>`, so
+//! reading data borrows from the root instead of copying it), with `methods` and `helpers` as
+//! closed tables, `template` for `${...}` scanning and `tree` for walking JSON documents. The
+//! user-facing reference is `docs/expressions.md` at the repository root.
 //!
 //! # Why hand-written
 //!
@@ -47,10 +55,12 @@
 //! * `max_source_len` (16 KiB): text of one `${...}`;
 //! * `max_depth` (64, capped at [`HARD_MAX_DEPTH`]): parser recursion and syntax-tree height,
 //!   so 10,000 nested parentheses are a [`ParseError`], not a stack overflow, and the
-//!   evaluator's recursion is bounded too;
-//! * `max_steps` (100,000): one step per syntax node evaluated, per element visited by a
-//!   selection, projection or list search, and per JSON node or 64 bytes of text copied or
-//!   built, so both time and memory are bounded;
+//!   evaluator's recursion is bounded too. The parser and evaluator are split into small
+//!   functions so a level costs a few KiB of stack even unoptimised (128 levels fit in 1 MiB);
+//! * `max_steps` (100,000 per field, [`TREE_STEP_FACTOR`] times that per [`evaluate_tree`]):
+//!   one step per syntax node evaluated, per element visited by a selection, projection or
+//!   list search, per JSON node or 64 bytes of text copied, built or scanned, and 1,000 per
+//!   regex compiled, so both time and memory are bounded;
 //! * `max_output_bytes` (1 MiB): largest string built by `+`, `*`, `replace`, `replaceAll`,
 //!   `#toJson`, `#toBase64`, `#fromUrl` or a template; checked before allocating.
 //!
@@ -108,14 +118,21 @@ mod tidy {
     /// House rule: every source file starts with a `//!` line saying what it is for.
     #[test]
     fn every_file_starts_with_a_module_doc() {
-        let dirs = [concat!(env!("CARGO_MANIFEST_DIR"), "/src"), concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets")];
+        let dirs = [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/fuzz_targets"),
+        ];
         let mut seen = 0;
         for dir in dirs {
             for entry in std::fs::read_dir(dir).unwrap() {
                 let path = entry.unwrap().path();
                 if path.extension().is_some_and(|e| e == "rs") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    assert!(text.starts_with("//!"), "{} must start with a //! line", path.display());
+                    assert!(
+                        text.starts_with("//!"),
+                        "{} must start with a //! line",
+                        path.display()
+                    );
                     seen += 1;
                 }
             }

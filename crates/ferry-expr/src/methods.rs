@@ -36,12 +36,24 @@ const STRING_METHODS: &[&str] = &[
 ];
 const STRING_METHODS_TEXT: &str = "charAt, contains, endsWith, equals, equalsIgnoreCase, indexOf, isEmpty, lastIndexOf, length, matches, replace, replaceAll, replaceFirst, split, startsWith, substring, toLowerCase, toString, toUpperCase, trim";
 
-const LIST_METHODS: &[&str] = &["contains", "equals", "get", "indexOf", "isEmpty", "size", "toString"];
+const LIST_METHODS: &[&str] = &[
+    "contains", "equals", "get", "indexOf", "isEmpty", "size", "toString",
+];
 const LIST_METHODS_TEXT: &str = "contains, equals, get, indexOf, isEmpty, size, toString";
 
-const MAP_METHODS: &[&str] =
-    &["containsKey", "containsValue", "equals", "get", "isEmpty", "keySet", "size", "toString", "values"];
-const MAP_METHODS_TEXT: &str = "containsKey, containsValue, equals, get, isEmpty, keySet, size, toString, values";
+const MAP_METHODS: &[&str] = &[
+    "containsKey",
+    "containsValue",
+    "equals",
+    "get",
+    "isEmpty",
+    "keySet",
+    "size",
+    "toString",
+    "values",
+];
+const MAP_METHODS_TEXT: &str =
+    "containsKey, containsValue, equals, get, isEmpty, keySet, size, toString, values";
 
 const SCALAR_METHODS_TEXT: &str = "equals, toString";
 
@@ -52,8 +64,12 @@ pub(crate) fn is_known_method(name: &str) -> bool {
 
 /// Every method name, sorted, comma-separated (for error messages).
 pub(crate) fn all_method_names() -> String {
-    let mut all: Vec<&str> =
-        STRING_METHODS.iter().chain(LIST_METHODS).chain(MAP_METHODS).copied().collect();
+    let mut all: Vec<&str> = STRING_METHODS
+        .iter()
+        .chain(LIST_METHODS)
+        .chain(MAP_METHODS)
+        .copied()
+        .collect();
     all.sort_unstable();
     all.dedup();
     all.join(", ")
@@ -63,39 +79,74 @@ type Args<'a, 'v> = &'a [Cow<'v, Value>];
 
 impl Evaluator<'_> {
     fn bad_args(&self, name: &str, message: String, span: Span) -> EvalError {
-        EvalError::Arguments { callee: format!("'{name}'"), message, at: self.loc(span) }
+        EvalError::Arguments {
+            callee: format!("'{name}'"),
+            message,
+            at: self.loc(span),
+        }
     }
 
-    fn arity(&self, name: &str, args: Args<'_, '_>, min: usize, max: usize, span: Span) -> Result<(), EvalError> {
+    fn arity(
+        &self,
+        name: &str,
+        args: Args<'_, '_>,
+        min: usize,
+        max: usize,
+        span: Span,
+    ) -> Result<(), EvalError> {
         if args.len() < min || args.len() > max {
             let expected = match (min, max) {
                 (a, b) if a == b => format!("{a}"),
                 (a, b) => format!("{a} to {b}"),
             };
-            return Err(self.bad_args(name, format!("takes {expected} argument(s), got {}", args.len()), span));
+            return Err(self.bad_args(
+                name,
+                format!("takes {expected} argument(s), got {}", args.len()),
+                span,
+            ));
         }
         Ok(())
     }
 
-    fn str_arg<'a>(&self, name: &str, args: Args<'a, '_>, i: usize, span: Span) -> Result<&'a str, EvalError> {
+    fn str_arg<'a>(
+        &self,
+        name: &str,
+        args: Args<'a, '_>,
+        i: usize,
+        span: Span,
+    ) -> Result<&'a str, EvalError> {
         match args.get(i).map(|a| &**a) {
             Some(Value::String(s)) => Ok(s),
             Some(other) => Err(self.bad_args(
                 name,
-                format!("argument {} must be a string, not {}", i + 1, value::describe(other)),
+                format!(
+                    "argument {} must be a string, not {}",
+                    i + 1,
+                    value::describe(other)
+                ),
                 span,
             )),
             None => Err(self.bad_args(name, format!("argument {} is missing", i + 1), span)),
         }
     }
 
-    fn int_arg(&self, name: &str, args: Args<'_, '_>, i: usize, span: Span) -> Result<i64, EvalError> {
+    fn int_arg(
+        &self,
+        name: &str,
+        args: Args<'_, '_>,
+        i: usize,
+        span: Span,
+    ) -> Result<i64, EvalError> {
         match args.get(i).map(|a| &**a) {
             Some(v) => match value::as_num(v) {
                 Some(Num::Int(n)) => Ok(n),
                 _ => Err(self.bad_args(
                     name,
-                    format!("argument {} must be an integer, not {}", i + 1, value::describe(v)),
+                    format!(
+                        "argument {} must be an integer, not {}",
+                        i + 1,
+                        value::describe(v)
+                    ),
                     span,
                 )),
             },
@@ -103,7 +154,13 @@ impl Evaluator<'_> {
         }
     }
 
-    fn arg<'a>(&self, name: &str, args: Args<'a, '_>, i: usize, span: Span) -> Result<&'a Value, EvalError> {
+    fn arg<'a>(
+        &self,
+        name: &str,
+        args: Args<'a, '_>,
+        i: usize,
+        span: Span,
+    ) -> Result<&'a Value, EvalError> {
         args.get(i)
             .map(|a| &**a)
             .ok_or_else(|| self.bad_args(name, format!("argument {} is missing", i + 1), span))
@@ -146,7 +203,13 @@ impl Evaluator<'_> {
         }
     }
 
-    fn string_method(&mut self, s: &str, name: &str, args: Args<'_, '_>, span: Span) -> Result<Value, EvalError> {
+    fn string_method(
+        &mut self,
+        s: &str,
+        name: &str,
+        args: Args<'_, '_>,
+        span: Span,
+    ) -> Result<Value, EvalError> {
         let limit = self.limits.max_output_bytes;
         // Every string method reads the string at least once (counting characters, scanning,
         // copying): pay for that up front.
@@ -163,7 +226,11 @@ impl Evaluator<'_> {
             }
             "toLowerCase" | "toUpperCase" => {
                 self.arity(name, args, 0, 0, span)?;
-                let out = if name == "toLowerCase" { s.to_lowercase() } else { s.to_uppercase() };
+                let out = if name == "toLowerCase" {
+                    s.to_lowercase()
+                } else {
+                    s.to_uppercase()
+                };
                 self.check_len(out.len(), span)?;
                 Value::String(out)
             }
@@ -191,12 +258,24 @@ impl Evaluator<'_> {
                 self.arity(name, args, 1, 2, span)?;
                 let len = s.chars().count();
                 let begin = self.int_arg(name, args, 0, span)?;
-                let end = if args.len() == 2 { self.int_arg(name, args, 1, span)? } else { len as i64 };
+                let end = if args.len() == 2 {
+                    self.int_arg(name, args, 1, span)?
+                } else {
+                    len as i64
+                };
                 let (Ok(b), Ok(e)) = (usize::try_from(begin), usize::try_from(end)) else {
-                    return Err(self.bad_args(name, format!("range {begin}..{end} is out of bounds for length {len}"), span));
+                    return Err(self.bad_args(
+                        name,
+                        format!("range {begin}..{end} is out of bounds for length {len}"),
+                        span,
+                    ));
                 };
                 if b > e || e > len {
-                    return Err(self.bad_args(name, format!("range {begin}..{end} is out of bounds for length {len}"), span));
+                    return Err(self.bad_args(
+                        name,
+                        format!("range {begin}..{end} is out of bounds for length {len}"),
+                        span,
+                    ));
                 }
                 Value::String(s.chars().skip(b).take(e - b).collect())
             }
@@ -209,7 +288,11 @@ impl Evaluator<'_> {
             "indexOf" | "lastIndexOf" => {
                 self.arity(name, args, 1, 1, span)?;
                 let needle = self.str_arg(name, args, 0, span)?;
-                let found = if name == "indexOf" { s.find(needle) } else { s.rfind(needle) };
+                let found = if name == "indexOf" {
+                    s.find(needle)
+                } else {
+                    s.rfind(needle)
+                };
                 match found {
                     Some(b) => Value::from(s.get(..b).map_or(0, |p| p.chars().count())),
                     None => Value::from(-1),
@@ -225,8 +308,15 @@ impl Evaluator<'_> {
                 self.arity(name, args, 2, 2, span)?;
                 let from = self.str_arg(name, args, 0, span)?;
                 let to = self.str_arg(name, args, 1, span)?;
-                let count = if from.is_empty() { s.chars().count() + 1 } else { s.matches(from).count() };
-                let len = s.len().saturating_sub(count.saturating_mul(from.len())).saturating_add(count.saturating_mul(to.len()));
+                let count = if from.is_empty() {
+                    s.chars().count() + 1
+                } else {
+                    s.matches(from).count()
+                };
+                let len = s
+                    .len()
+                    .saturating_sub(count.saturating_mul(from.len()))
+                    .saturating_add(count.saturating_mul(to.len()));
                 self.check_len(len, span)?;
                 self.charge_bytes(s.len().saturating_add(len), span)?;
                 Value::String(s.replace(from, to))
@@ -236,10 +326,17 @@ impl Evaluator<'_> {
                 let pattern = self.str_arg(name, args, 0, span)?;
                 let repl = self.str_arg(name, args, 1, span)?;
                 let re = self.regex(pattern, false, span)?;
-                let out = regex_util::replace(&re, s, repl, name == "replaceAll", limit).map_err(|e| match e {
-                    ReplaceError::Limit => EvalError::OutputLimit { limit, at: self.loc(span) },
-                    ReplaceError::Bad(m) => self.bad_args(name, format!("invalid replacement '{repl}': {m}"), span),
-                })?;
+                let out = regex_util::replace(&re, s, repl, name == "replaceAll", limit).map_err(
+                    |e| match e {
+                        ReplaceError::Limit => EvalError::OutputLimit {
+                            limit,
+                            at: self.loc(span),
+                        },
+                        ReplaceError::Bad(m) => {
+                            self.bad_args(name, format!("invalid replacement '{repl}': {m}"), span)
+                        }
+                    },
+                )?;
                 self.charge_bytes(s.len().saturating_add(out.len()), span)?;
                 Value::String(out)
             }
@@ -249,7 +346,12 @@ impl Evaluator<'_> {
                 let re = self.regex(pattern, false, span)?;
                 let parts = regex_util::split(&re, s);
                 self.charge(parts.len() as u64, span)?;
-                Value::Array(parts.into_iter().map(|p| Value::String(p.to_string())).collect())
+                Value::Array(
+                    parts
+                        .into_iter()
+                        .map(|p| Value::String(p.to_string()))
+                        .collect(),
+                )
             }
             _ => {
                 return Err(EvalError::NoSuchMethod {
@@ -264,7 +366,12 @@ impl Evaluator<'_> {
     }
 
     /// Position of `needle` in `items` (deep equality), paying per element compared.
-    fn position(&mut self, items: &[Value], needle: &Value, span: Span) -> Result<Option<usize>, EvalError> {
+    fn position(
+        &mut self,
+        items: &[Value],
+        needle: &Value,
+        span: Span,
+    ) -> Result<Option<usize>, EvalError> {
         for (i, item) in items.iter().enumerate() {
             let (eq, cost) = value::deep_eq(item, needle, self.limits.max_steps);
             self.charge(cost, span)?;
@@ -282,7 +389,9 @@ impl Evaluator<'_> {
         args: Args<'_, '_>,
         span: Span,
     ) -> Result<Cow<'v, Value>, EvalError> {
-        let Value::Array(items) = &*target else { return Ok(Cow::Owned(Value::Null)) };
+        let Value::Array(items) = &*target else {
+            return Ok(Cow::Owned(Value::Null));
+        };
         let v = match name {
             "size" => {
                 self.arity(name, args, 0, 0, span)?;
@@ -310,8 +419,12 @@ impl Evaluator<'_> {
                 let idx = self.arg(name, args, 0, span)?;
                 let i = self.list_index(idx, items.len(), "a list", span)?;
                 return Ok(match target {
-                    Cow::Borrowed(Value::Array(items)) => items.get(i).map_or(Cow::Owned(Value::Null), Cow::Borrowed),
-                    Cow::Owned(Value::Array(mut items)) if i < items.len() => Cow::Owned(items.swap_remove(i)),
+                    Cow::Borrowed(Value::Array(items)) => {
+                        items.get(i).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                    }
+                    Cow::Owned(Value::Array(mut items)) if i < items.len() => {
+                        Cow::Owned(items.swap_remove(i))
+                    }
                     _ => Cow::Owned(Value::Null),
                 });
             }
@@ -327,12 +440,21 @@ impl Evaluator<'_> {
         Ok(Cow::Owned(v))
     }
 
-    fn map_key<'a>(&self, name: &str, args: Args<'a, '_>, span: Span) -> Result<Cow<'a, str>, EvalError> {
+    fn map_key<'a>(
+        &self,
+        name: &str,
+        args: Args<'a, '_>,
+        span: Span,
+    ) -> Result<Cow<'a, str>, EvalError> {
         match self.arg(name, args, 0, span)? {
             Value::String(s) => Ok(Cow::Borrowed(s.as_str())),
             Value::Number(n) => Ok(Cow::Owned(n.to_string())),
             Value::Bool(b) => Ok(Cow::Owned(b.to_string())),
-            other => Err(self.bad_args(name, format!("a map key must be a string, not {}", value::describe(other)), span)),
+            other => Err(self.bad_args(
+                name,
+                format!("a map key must be a string, not {}", value::describe(other)),
+                span,
+            )),
         }
     }
 
@@ -343,7 +465,9 @@ impl Evaluator<'_> {
         args: Args<'_, '_>,
         span: Span,
     ) -> Result<Cow<'v, Value>, EvalError> {
-        let Value::Object(m) = &*target else { return Ok(Cow::Owned(Value::Null)) };
+        let Value::Object(m) = &*target else {
+            return Ok(Cow::Owned(Value::Null));
+        };
         let v = match name {
             "size" => {
                 self.arity(name, args, 0, 0, span)?;
@@ -392,8 +516,12 @@ impl Evaluator<'_> {
                 self.arity(name, args, 1, 1, span)?;
                 let key = self.map_key(name, args, span)?.into_owned();
                 return Ok(match target {
-                    Cow::Borrowed(Value::Object(m)) => m.get(&key).map_or(Cow::Owned(Value::Null), Cow::Borrowed),
-                    Cow::Owned(Value::Object(mut m)) => Cow::Owned(m.remove(&key).unwrap_or(Value::Null)),
+                    Cow::Borrowed(Value::Object(m)) => {
+                        m.get(&key).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                    }
+                    Cow::Owned(Value::Object(mut m)) => {
+                        Cow::Owned(m.remove(&key).unwrap_or(Value::Null))
+                    }
                     _ => Cow::Owned(Value::Null),
                 });
             }
@@ -421,7 +549,17 @@ mod tests {
         assert_eq!(MAP_METHODS.join(", "), MAP_METHODS_TEXT);
         assert!(is_known_method("substring"));
         assert!(is_known_method("keySet"));
-        for banned in ["getClass", "forName", "exec", "getRuntime", "invoke", "newInstance", "wait", "notify", "hashCode"] {
+        for banned in [
+            "getClass",
+            "forName",
+            "exec",
+            "getRuntime",
+            "invoke",
+            "newInstance",
+            "wait",
+            "notify",
+            "hashCode",
+        ] {
             assert!(!is_known_method(banned), "{banned}");
         }
         assert!(all_method_names().starts_with("charAt, contains, containsKey"));

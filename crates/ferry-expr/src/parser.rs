@@ -26,7 +26,13 @@ pub(crate) fn parse_expression(
     limits: &Limits,
 ) -> Result<Expr, ParseError> {
     let toks = lex(src, start, end)?;
-    let mut p = Parser { toks, i: 0, src, depth: 0, max_depth: limits.effective_max_depth() };
+    let mut p = Parser {
+        toks,
+        i: 0,
+        src,
+        depth: 0,
+        max_depth: limits.effective_max_depth(),
+    };
     let expr = p.parse_bp(0)?;
     let t = p.peek();
     if t.tok != Tok::Eof {
@@ -85,7 +91,11 @@ impl Parser<'_> {
     fn peek_at(&self, n: usize) -> Token {
         match self.toks.get(self.i + n).or_else(|| self.toks.last()) {
             Some(t) => t.clone(),
-            None => Token { tok: Tok::Eof, start: self.src.len(), end: self.src.len() },
+            None => Token {
+                tok: Tok::Eof,
+                start: self.src.len(),
+                end: self.src.len(),
+            },
         }
     }
 
@@ -102,7 +112,12 @@ impl Parser<'_> {
     }
 
     fn unexpected(&self, t: Token, expected: &str) -> ParseError {
-        if t.tok == Tok::Dollar && self.toks.get(self.i + 1).is_some_and(|n| n.tok == Tok::LBrace) {
+        if t.tok == Tok::Dollar
+            && self
+                .toks
+                .get(self.i + 1)
+                .is_some_and(|n| n.tok == Tok::LBrace)
+        {
             return ParseError::Unsupported {
                 position: self.pos(t.start),
                 what: "a nested '${' (write the inner expression directly, without '${ }')".into(),
@@ -128,7 +143,10 @@ impl Parser<'_> {
     fn enter(&mut self, at: usize) -> Result<(), ParseError> {
         self.depth += 1;
         if self.depth > self.max_depth {
-            return Err(ParseError::TooDeep { position: self.pos(at), limit: self.max_depth });
+            return Err(ParseError::TooDeep {
+                position: self.pos(at),
+                limit: self.max_depth,
+            });
         }
         Ok(())
     }
@@ -137,9 +155,16 @@ impl Parser<'_> {
     fn node(&self, kind: ExprKind, start: usize, end: usize) -> Result<Expr, ParseError> {
         let depth = kind.child_depth() + 1;
         if depth > self.max_depth {
-            return Err(ParseError::TooDeep { position: self.pos(start), limit: self.max_depth });
+            return Err(ParseError::TooDeep {
+                position: self.pos(start),
+                limit: self.max_depth,
+            });
         }
-        Ok(Expr { kind, span: Span { start, end }, depth })
+        Ok(Expr {
+            kind,
+            span: Span { start, end },
+            depth,
+        })
     }
 
     // The recursive descent below is split into many small functions on purpose: the stack
@@ -177,18 +202,37 @@ impl Parser<'_> {
                 self.expect(Tok::Colon, "':' of the '? :' operator")?;
                 let otherwise = self.parse_bp(r_bp)?;
                 let end = otherwise.span.end;
-                let kind = ExprKind::Ternary { cond: Box::new(lhs), then: Box::new(then), otherwise: Box::new(otherwise) };
+                let kind = ExprKind::Ternary {
+                    cond: Box::new(lhs),
+                    then: Box::new(then),
+                    otherwise: Box::new(otherwise),
+                };
                 self.node(kind, start, end)
             }
             Infix::Elvis => {
                 let default = self.parse_bp(r_bp)?;
                 let end = default.span.end;
-                self.node(ExprKind::Elvis { value: Box::new(lhs), default: Box::new(default) }, start, end)
+                self.node(
+                    ExprKind::Elvis {
+                        value: Box::new(lhs),
+                        default: Box::new(default),
+                    },
+                    start,
+                    end,
+                )
             }
             Infix::Bin(op) => {
                 let rhs = self.parse_bp(r_bp)?;
                 let end = rhs.span.end;
-                self.node(ExprKind::Binary { op, lhs: Box::new(lhs), rhs: Box::new(rhs) }, start, end)
+                self.node(
+                    ExprKind::Binary {
+                        op,
+                        lhs: Box::new(lhs),
+                        rhs: Box::new(rhs),
+                    },
+                    start,
+                    end,
+                )
             }
         }
     }
@@ -214,7 +258,9 @@ impl Parser<'_> {
             Tok::Percent => Infix::Bin(BinOp::Rem),
             Tok::Caret => Infix::Bin(BinOp::Pow),
             Tok::Assign | Tok::PlusPlus | Tok::MinusMinus => {
-                return Err(ParseError::Assignment { position: self.pos(t.start) });
+                return Err(ParseError::Assignment {
+                    position: self.pos(t.start),
+                });
             }
             Tok::Ident(w) => return self.word_infix(w, t.start),
             _ => return Ok(None),
@@ -241,7 +287,9 @@ impl Parser<'_> {
             return Ok(Some(Infix::Bin(*op)));
         }
         if keyword(w, "instanceof") {
-            return Err(ParseError::Instanceof { position: self.pos(at) });
+            return Err(ParseError::Instanceof {
+                position: self.pos(at),
+            });
         }
         if keyword(w, "between") {
             return Err(ParseError::Unsupported {
@@ -260,7 +308,9 @@ impl Parser<'_> {
             Tok::Minus => UnaryOp::Neg,
             Tok::Plus => UnaryOp::Plus,
             Tok::PlusPlus | Tok::MinusMinus => {
-                return Err(ParseError::Assignment { position: self.pos(t.start) });
+                return Err(ParseError::Assignment {
+                    position: self.pos(t.start),
+                });
             }
             _ => {
                 let primary = self.parse_primary()?;
@@ -278,7 +328,14 @@ impl Parser<'_> {
         self.depth -= 1;
         let operand = operand?;
         let end = operand.span.end;
-        self.node(ExprKind::Unary { op, operand: Box::new(operand) }, start, end)
+        self.node(
+            ExprKind::Unary {
+                op,
+                operand: Box::new(operand),
+            },
+            start,
+            end,
+        )
     }
 
     fn parse_postfix(&mut self, mut e: Expr) -> Result<Expr, ParseError> {
@@ -299,7 +356,11 @@ impl Parser<'_> {
         self.bump();
         let index = self.parse_bp(0)?;
         let close = self.expect(Tok::RBracket, "']'")?;
-        let kind = ExprKind::Index { target: Box::new(target), index: Box::new(index), safe };
+        let kind = ExprKind::Index {
+            target: Box::new(target),
+            index: Box::new(index),
+            safe,
+        };
         self.node(kind, start, close.end)
     }
 
@@ -316,20 +377,38 @@ impl Parser<'_> {
                     self.parse_method_call(Some(target), name, n.start, safe)
                 } else {
                     let start = target.span.start;
-                    self.node(ExprKind::Prop { target: Box::new(target), name, safe }, start, n.end)
+                    self.node(
+                        ExprKind::Prop {
+                            target: Box::new(target),
+                            name,
+                            safe,
+                        },
+                        start,
+                        n.end,
+                    )
                 }
             }
-            Tok::Question | Tok::Caret | Tok::Dollar | Tok::Bang if self.peek_at(1).tok == Tok::LBracket => {
+            Tok::Question | Tok::Caret | Tok::Dollar | Tok::Bang
+                if self.peek_at(1).tok == Tok::LBracket =>
+            {
                 self.parse_selection(target, n.tok, safe)
             }
             Tok::LBracket if safe => self.parse_index(target, true),
-            _ => Err(self.unexpected(n, "a property or method name, or '?[', '^[', '$[', '![' after '.'")),
+            _ => Err(self.unexpected(
+                n,
+                "a property or method name, or '?[', '^[', '$[', '![' after '.'",
+            )),
         }
     }
 
     /// `.?[c]`, `.^[c]`, `.$[c]` or `.![e]`; `which` is the token after the dot.
     #[inline(never)]
-    fn parse_selection(&mut self, target: Expr, which: Tok, safe: bool) -> Result<Expr, ParseError> {
+    fn parse_selection(
+        &mut self,
+        target: Expr,
+        which: Tok,
+        safe: bool,
+    ) -> Result<Expr, ParseError> {
         let start = target.span.start;
         self.bump();
         self.bump();
@@ -337,21 +416,51 @@ impl Parser<'_> {
         let close = self.expect(Tok::RBracket, "']'")?;
         let target = Box::new(target);
         let kind = match which {
-            Tok::Bang => ExprKind::Project { target, expr: inner, safe },
-            Tok::Caret => ExprKind::Select { target, kind: SelectKind::First, cond: inner, safe },
-            Tok::Dollar => ExprKind::Select { target, kind: SelectKind::Last, cond: inner, safe },
-            _ => ExprKind::Select { target, kind: SelectKind::All, cond: inner, safe },
+            Tok::Bang => ExprKind::Project {
+                target,
+                expr: inner,
+                safe,
+            },
+            Tok::Caret => ExprKind::Select {
+                target,
+                kind: SelectKind::First,
+                cond: inner,
+                safe,
+            },
+            Tok::Dollar => ExprKind::Select {
+                target,
+                kind: SelectKind::Last,
+                cond: inner,
+                safe,
+            },
+            _ => ExprKind::Select {
+                target,
+                kind: SelectKind::All,
+                cond: inner,
+                safe,
+            },
         };
         self.node(kind, start, close.end)
     }
 
     /// `name(args)` with the name already consumed; `target` None means the active context.
     #[inline(never)]
-    fn parse_method_call(&mut self, target: Option<Expr>, name: String, name_start: usize, safe: bool) -> Result<Expr, ParseError> {
+    fn parse_method_call(
+        &mut self,
+        target: Option<Expr>,
+        name: String,
+        name_start: usize,
+        safe: bool,
+    ) -> Result<Expr, ParseError> {
         self.check_method(&name, name_start)?;
         let start = target.as_ref().map_or(name_start, |t| t.span.start);
         let (args, end) = self.parse_args()?;
-        let kind = ExprKind::Method { target: target.map(Box::new), name, args, safe };
+        let kind = ExprKind::Method {
+            target: target.map(Box::new),
+            name,
+            args,
+            safe,
+        };
         self.node(kind, start, end)
     }
 
@@ -402,7 +511,10 @@ impl Parser<'_> {
         let open = self.bump();
         let mut inner = self.parse_bp(0)?;
         let close = self.expect(Tok::RParen, "')'")?;
-        inner.span = Span { start: open.start, end: close.end };
+        inner.span = Span {
+            start: open.start,
+            end: close.end,
+        };
         Ok(inner)
     }
 
@@ -431,8 +543,16 @@ impl Parser<'_> {
                 }
             },
             Tok::Str(s) => Value::String(s),
-            Tok::At | Tok::Amp => return Err(ParseError::BeanReference { position: self.pos(t.start) }),
-            Tok::Assign => return Err(ParseError::Assignment { position: self.pos(t.start) }),
+            Tok::At | Tok::Amp => {
+                return Err(ParseError::BeanReference {
+                    position: self.pos(t.start),
+                });
+            }
+            Tok::Assign => {
+                return Err(ParseError::Assignment {
+                    position: self.pos(t.start),
+                });
+            }
             _ => return Err(self.unexpected(t, "a value")),
         };
         self.bump();
@@ -443,11 +563,17 @@ impl Parser<'_> {
     #[inline(never)]
     fn parse_var(&mut self) -> Result<Expr, ParseError> {
         let t = self.bump();
-        let Tok::Var(name) = t.tok else { return Err(self.unexpected(t, "a variable")) };
+        let Tok::Var(name) = t.tok else {
+            return Err(self.unexpected(t, "a variable"));
+        };
         let start = t.start;
         if self.peek().tok == Tok::LParen {
             let Some(helper) = Helper::from_name(&name) else {
-                return Err(ParseError::UnknownFunction { position: self.pos(start), name, known: Helper::all_names() });
+                return Err(ParseError::UnknownFunction {
+                    position: self.pos(start),
+                    name,
+                    known: Helper::all_names(),
+                });
             };
             let (args, close) = self.parse_args()?;
             let (min, max) = helper.arity();
@@ -465,7 +591,10 @@ impl Parser<'_> {
         } else if name == "root" {
             self.node(ExprKind::Root, start, t.end)
         } else {
-            Err(ParseError::UnknownVariable { position: self.pos(start), name })
+            Err(ParseError::UnknownVariable {
+                position: self.pos(start),
+                name,
+            })
         }
     }
 
@@ -474,7 +603,9 @@ impl Parser<'_> {
     #[inline(never)]
     fn parse_word(&mut self) -> Result<Expr, ParseError> {
         let t = self.peek();
-        let Tok::Ident(name) = t.tok else { return Err(self.unexpected(t, "a name")) };
+        let Tok::Ident(name) = t.tok else {
+            return Err(self.unexpected(t, "a name"));
+        };
         let (start, end) = (t.start, t.end);
         let next = self.peek_at(1).tok;
         let literal = if keyword(&name, "true") {
@@ -491,10 +622,14 @@ impl Parser<'_> {
             return self.node(ExprKind::Lit(v), start, end);
         }
         if keyword(&name, "new") {
-            return Err(ParseError::Constructor { position: self.pos(start) });
+            return Err(ParseError::Constructor {
+                position: self.pos(start),
+            });
         }
         if name == "T" && next == Tok::LParen {
-            return Err(ParseError::TypeReference { position: self.pos(start) });
+            return Err(ParseError::TypeReference {
+                position: self.pos(start),
+            });
         }
         self.bump();
         if next == Tok::LParen {
@@ -517,9 +652,15 @@ impl Parser<'_> {
             let close = self.bump();
             return self.node(ExprKind::Map(Vec::new()), start, close.end);
         }
-        let is_map = matches!(self.peek().tok, Tok::Ident(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_))
-            && self.peek_at(1).tok == Tok::Colon;
-        if is_map { self.parse_map_entries(start) } else { self.parse_list_items(start) }
+        let is_map = matches!(
+            self.peek().tok,
+            Tok::Ident(_) | Tok::Str(_) | Tok::Int(_) | Tok::Float(_)
+        ) && self.peek_at(1).tok == Tok::Colon;
+        if is_map {
+            self.parse_map_entries(start)
+        } else {
+            self.parse_list_items(start)
+        }
     }
 
     fn parse_map_entries(&mut self, start: usize) -> Result<Expr, ParseError> {
@@ -530,7 +671,11 @@ impl Parser<'_> {
                 Tok::Ident(s) | Tok::Str(s) => s,
                 Tok::Int(i) => i.to_string(),
                 Tok::Float(f) => f.to_string(),
-                _ => return Err(ParseError::BadMapKey { position: self.pos(k.start) }),
+                _ => {
+                    return Err(ParseError::BadMapKey {
+                        position: self.pos(k.start),
+                    });
+                }
             };
             self.expect(Tok::Colon, "':' after the map key")?;
             let value = self.parse_bp(0)?;
@@ -573,32 +718,60 @@ mod tests {
         match &e.kind {
             ExprKind::Lit(v) => v.to_string(),
             ExprKind::List(items) => {
-                format!("(list {})", items.iter().map(sexp).collect::<Vec<_>>().join(" "))
+                format!(
+                    "(list {})",
+                    items.iter().map(sexp).collect::<Vec<_>>().join(" ")
+                )
             }
             ExprKind::Map(entries) => format!(
                 "(map {})",
-                entries.iter().map(|(k, v)| format!("{k}={}", sexp(v))).collect::<Vec<_>>().join(" ")
+                entries
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", sexp(v)))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
             ExprKind::Root => "#root".into(),
             ExprKind::This => "#this".into(),
             ExprKind::Name(n) => n.clone(),
             ExprKind::Prop { target, name, safe } => {
-                format!("({} {} {name})", if *safe { "?." } else { "." }, sexp(target))
+                format!(
+                    "({} {} {name})",
+                    if *safe { "?." } else { "." },
+                    sexp(target)
+                )
             }
-            ExprKind::Index { target, index, safe } => {
-                format!("({} {} {})", if *safe { "?[]" } else { "[]" }, sexp(target), sexp(index))
+            ExprKind::Index {
+                target,
+                index,
+                safe,
+            } => {
+                format!(
+                    "({} {} {})",
+                    if *safe { "?[]" } else { "[]" },
+                    sexp(target),
+                    sexp(index)
+                )
             }
-            ExprKind::Method { target, name, args, .. } => format!(
+            ExprKind::Method {
+                target, name, args, ..
+            } => format!(
                 "(call {} {name}{})",
                 target.as_ref().map_or("_".to_string(), |t| sexp(t)),
-                args.iter().map(|a| format!(" {}", sexp(a))).collect::<String>()
+                args.iter()
+                    .map(|a| format!(" {}", sexp(a)))
+                    .collect::<String>()
             ),
             ExprKind::Call { helper, args } => format!(
                 "(#{}{})",
                 helper.name(),
-                args.iter().map(|a| format!(" {}", sexp(a))).collect::<String>()
+                args.iter()
+                    .map(|a| format!(" {}", sexp(a)))
+                    .collect::<String>()
             ),
-            ExprKind::Select { target, kind, cond, .. } => {
+            ExprKind::Select {
+                target, kind, cond, ..
+            } => {
                 format!("(select{kind:?} {} {})", sexp(target), sexp(cond))
             }
             ExprKind::Project { target, expr, .. } => {
@@ -608,7 +781,11 @@ mod tests {
             ExprKind::Binary { op, lhs, rhs } => {
                 format!("({} {} {})", op.symbol(), sexp(lhs), sexp(rhs))
             }
-            ExprKind::Ternary { cond, then, otherwise } => {
+            ExprKind::Ternary {
+                cond,
+                then,
+                otherwise,
+            } => {
                 format!("(? {} {} {})", sexp(cond), sexp(then), sexp(otherwise))
             }
             ExprKind::Elvis { value, default } => format!("(?: {} {})", sexp(value), sexp(default)),
@@ -633,7 +810,10 @@ mod tests {
             ("a.b?.c['d'][0]", "([] ([] (?. (. a b) c) \"d\") 0)"),
             ("a?.['b']", "(?[] a \"b\")"),
             ("s matches '^a.*'", "(matches s \"^a.*\")"),
-            ("list.?[x > 1].![name]", "(project (selectAll list (> x 1)) name)"),
+            (
+                "list.?[x > 1].![name]",
+                "(project (selectAll list (> x 1)) name)",
+            ),
             ("list.^[x].$[y]", "(selectLast (selectFirst list x) y)"),
             ("list?.?[x]", "(selectAll list x)"),
             ("{1, 2, {3}}", "(list 1 2 (list 3))"),
@@ -671,12 +851,21 @@ mod tests {
             ("x between {1, 2}", "'between' operator"),
             ("#foo", "unknown variable '#foo'"),
             ("#exec('id')", "unknown helper function '#exec'"),
-            ("#stage()", "helper '#stage' takes 1 argument but was given 0"),
+            (
+                "#stage()",
+                "helper '#stage' takes 1 argument but was given 0",
+            ),
             ("''.getClass()", "unknown method 'getClass'"),
             ("getClass()", "unknown method 'getClass'"),
-            ("1 +", "expected a value but found the end of the expression at position 3"),
+            (
+                "1 +",
+                "expected a value but found the end of the expression at position 3",
+            ),
             ("(1", "expected ')'"),
-            ("a b", "expected an operator or the end of the expression but found 'b' at position 2"),
+            (
+                "a b",
+                "expected an operator or the end of the expression but found 'b' at position 2",
+            ),
             ("a.", "property or method name"),
             ("{a: 1, b}", "expected ':' after the map key"),
             ("{1, 2", "',' or '}'"),
@@ -717,7 +906,11 @@ mod tests {
         ];
         for src in inputs {
             let err = parse(&src).expect_err("must fail");
-            assert!(matches!(err, ParseError::TooDeep { limit: 64, .. }), "{}: {err}", &src[..20]);
+            assert!(
+                matches!(err, ParseError::TooDeep { limit: 64, .. }),
+                "{}: {err}",
+                &src[..20]
+            );
         }
         // Within the limit, nesting is fine.
         let ok = format!("{}1{}", "(".repeat(30), ")".repeat(30));

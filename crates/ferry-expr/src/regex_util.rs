@@ -12,7 +12,10 @@ pub(crate) const MAX_PATTERN_LEN: usize = 4096;
 /// Compiles `pattern` under size limits. With `full`, the pattern must match the whole input.
 pub(crate) fn compile(pattern: &str, full: bool) -> Result<Regex, String> {
     if pattern.len() > MAX_PATTERN_LEN {
-        return Err(format!("pattern is {} bytes long; the limit is {MAX_PATTERN_LEN}", pattern.len()));
+        return Err(format!(
+            "pattern is {} bytes long; the limit is {MAX_PATTERN_LEN}",
+            pattern.len()
+        ));
     }
     let anchored;
     let source = if full {
@@ -50,14 +53,24 @@ fn push_limited(out: &mut String, s: &str, limit: usize) -> Result<(), ReplaceEr
 }
 
 /// Appends the expansion of a Java replacement string for one match.
-fn expand(re: &Regex, caps: &Captures<'_>, repl: &str, out: &mut String, limit: usize) -> Result<(), ReplaceError> {
+fn expand(
+    re: &Regex,
+    caps: &Captures<'_>,
+    repl: &str,
+    out: &mut String,
+    limit: usize,
+) -> Result<(), ReplaceError> {
     let mut chars = repl.char_indices().peekable();
     let groups = caps.len().saturating_sub(1);
     while let Some((_, c)) = chars.next() {
         match c {
             '\\' => match chars.next() {
                 Some((_, escaped)) => push_limited(out, escaped.encode_utf8(&mut [0; 4]), limit)?,
-                None => return Err(ReplaceError::Bad("character to be escaped is missing".into())),
+                None => {
+                    return Err(ReplaceError::Bad(
+                        "character to be escaped is missing".into(),
+                    ));
+                }
             },
             '$' => match chars.next() {
                 Some((_, '{')) => {
@@ -66,7 +79,11 @@ fn expand(re: &Regex, caps: &Captures<'_>, repl: &str, out: &mut String, limit: 
                         match chars.next() {
                             Some((_, '}')) => break,
                             Some((_, ch)) if ch.is_ascii_alphanumeric() => name.push(ch),
-                            _ => return Err(ReplaceError::Bad("named capturing group is missing trailing '}'".into())),
+                            _ => {
+                                return Err(ReplaceError::Bad(
+                                    "named capturing group is missing trailing '}'".into(),
+                                ));
+                            }
                         }
                     }
                     if !re.capture_names().any(|n| n == Some(name.as_str())) {
@@ -95,7 +112,11 @@ fn expand(re: &Regex, caps: &Captures<'_>, repl: &str, out: &mut String, limit: 
                         push_limited(out, m.as_str(), limit)?;
                     }
                 }
-                _ => return Err(ReplaceError::Bad("illegal group reference after '$'".into())),
+                _ => {
+                    return Err(ReplaceError::Bad(
+                        "illegal group reference after '$'".into(),
+                    ));
+                }
             },
             other => push_limited(out, other.encode_utf8(&mut [0; 4]), limit)?,
         }
@@ -104,7 +125,13 @@ fn expand(re: &Regex, caps: &Captures<'_>, repl: &str, out: &mut String, limit: 
 }
 
 /// Java's `String.replaceAll` (or `replaceFirst` when `all` is false), with an output limit.
-pub(crate) fn replace(re: &Regex, s: &str, repl: &str, all: bool, limit: usize) -> Result<String, ReplaceError> {
+pub(crate) fn replace(
+    re: &Regex,
+    s: &str,
+    repl: &str,
+    all: bool,
+    limit: usize,
+) -> Result<String, ReplaceError> {
     let mut out = String::new();
     let mut last = 0;
     for caps in re.captures_iter(s) {
@@ -188,11 +215,20 @@ mod tests {
             let got = replace(&re(p), s, r, true, 1000);
             match want {
                 Ok(w) => assert_eq!(got.as_deref(), Ok(*w), "{s}.replaceAll({p}, {r})"),
-                Err(()) => assert!(matches!(got, Err(ReplaceError::Bad(_))), "{s}.replaceAll({p}, {r}): {got:?}"),
+                Err(()) => assert!(
+                    matches!(got, Err(ReplaceError::Bad(_))),
+                    "{s}.replaceAll({p}, {r}): {got:?}"
+                ),
             }
         }
-        assert_eq!(replace(&re("a"), "aaa", "b", false, 100).as_deref(), Ok("baa"));
-        assert_eq!(replace(&re("a"), "aaa", "bbbb", true, 10), Err(ReplaceError::Limit));
+        assert_eq!(
+            replace(&re("a"), "aaa", "b", false, 100).as_deref(),
+            Ok("baa")
+        );
+        assert_eq!(
+            replace(&re("a"), "aaa", "bbbb", true, 10),
+            Err(ReplaceError::Limit)
+        );
     }
 
     #[test]
@@ -203,7 +239,11 @@ mod tests {
         let r = compile("a|b", true).unwrap();
         assert!(!r.is_match("ab"));
         assert!(compile(&"a".repeat(MAX_PATTERN_LEN + 1), false).is_err());
-        assert!(compile("(a{1000}){1000}", false).unwrap_err().contains("too large"));
+        assert!(
+            compile("(a{1000}){1000}", false)
+                .unwrap_err()
+                .contains("too large")
+        );
         assert!(compile("(a)\\1", false).is_err());
     }
 }

@@ -59,8 +59,12 @@ fn find_close(src: &str, open: usize, from: usize) -> Result<usize, ParseError> 
         }
     }
     match quote {
-        Some((_, at)) => Err(ParseError::UnterminatedString { position: char_pos(src, at) }),
-        None => Err(ParseError::Unterminated { position: char_pos(src, open) }),
+        Some((_, at)) => Err(ParseError::UnterminatedString {
+            position: char_pos(src, at),
+        }),
+        None => Err(ParseError::Unterminated {
+            position: char_pos(src, open),
+        }),
     }
 }
 
@@ -77,7 +81,10 @@ impl Template {
     }
 
     /// Like [`Template::parse_with_limits`], also returning the byte range of the failing part.
-    pub(crate) fn parse_detailed(src: &str, limits: &Limits) -> Result<Template, (ParseError, Range<usize>)> {
+    pub(crate) fn parse_detailed(
+        src: &str,
+        limits: &Limits,
+    ) -> Result<Template, (ParseError, Range<usize>)> {
         let mut segments = Vec::new();
         let mut text_start = 0;
         while let Some(off) = src.get(text_start..).and_then(|rest| rest.find("${")) {
@@ -90,20 +97,57 @@ impl Template {
             let range = open..close + 1;
             let text = &src[inner..close];
             if text.trim().is_empty() {
-                return Err((ParseError::Empty { position: char_pos(src, open) }, range));
+                return Err((
+                    ParseError::Empty {
+                        position: char_pos(src, open),
+                    },
+                    range,
+                ));
             }
             if text.len() > limits.max_source_len {
-                let e = ParseError::TooLong { position: char_pos(src, open), len: text.len(), limit: limits.max_source_len };
+                let e = ParseError::TooLong {
+                    position: char_pos(src, open),
+                    len: text.len(),
+                    limit: limits.max_source_len,
+                };
                 return Err((e, range));
             }
-            let expr = parse_expression(src, inner, close, limits).map_err(|e| (e, range.clone()))?;
+            let expr =
+                parse_expression(src, inner, close, limits).map_err(|e| (e, range.clone()))?;
             segments.push(Segment::Expr { range, expr });
             text_start = close + 1;
         }
         if text_start < src.len() {
             segments.push(Segment::Text(src[text_start..].to_string()));
         }
-        Ok(Template { source: src.to_string(), segments })
+        Ok(Template {
+            source: src.to_string(),
+            segments,
+        })
+    }
+
+    /// Parses a bare expression without `${ }` (Spinnaker's `stageEnabled.expression` and
+    /// expression preconditions), as a template that is exactly that one expression: its result
+    /// keeps its JSON type. Positions in errors are offsets into `src`.
+    pub fn parse_expression(src: &str, limits: &Limits) -> Result<Template, ParseError> {
+        if src.trim().is_empty() {
+            return Err(ParseError::Empty { position: 0 });
+        }
+        if src.len() > limits.max_source_len {
+            return Err(ParseError::TooLong {
+                position: 0,
+                len: src.len(),
+                limit: limits.max_source_len,
+            });
+        }
+        let expr = parse_expression(src, 0, src.len(), limits)?;
+        Ok(Template {
+            source: src.to_string(),
+            segments: vec![Segment::Expr {
+                range: 0..src.len(),
+                expr,
+            }],
+        })
     }
 
     /// The template text as given to [`Template::parse`].
@@ -113,7 +157,9 @@ impl Template {
 
     /// True if the template has at least one `${...}` part.
     pub fn has_expressions(&self) -> bool {
-        self.segments.iter().any(|s| matches!(s, Segment::Expr { .. }))
+        self.segments
+            .iter()
+            .any(|s| matches!(s, Segment::Expr { .. }))
     }
 
     /// Evaluate. If the template is exactly one `${expr}` with no surrounding text, the result
@@ -124,7 +170,10 @@ impl Template {
     }
 
     /// Like [`Template::evaluate`], also returning the byte range of the failing `${...}`.
-    pub(crate) fn evaluate_detailed(&self, ctx: &EvalContext<'_>) -> Result<Value, (EvalError, Range<usize>)> {
+    pub(crate) fn evaluate_detailed(
+        &self,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Value, (EvalError, Range<usize>)> {
         let mut ev = Evaluator::new(ctx, &self.source);
         self.run(&mut ev, ctx)
     }
@@ -141,8 +190,16 @@ impl Template {
         r
     }
 
-    fn run(&self, ev: &mut Evaluator<'_>, ctx: &EvalContext<'_>) -> Result<Value, (EvalError, Range<usize>)> {
-        let scope = Scope { root: ctx.root, this: ctx.root, in_element: false };
+    fn run(
+        &self,
+        ev: &mut Evaluator<'_>,
+        ctx: &EvalContext<'_>,
+    ) -> Result<Value, (EvalError, Range<usize>)> {
+        let scope = Scope {
+            root: ctx.root,
+            this: ctx.root,
+            in_element: false,
+        };
         if let [Segment::Expr { range, expr }] = self.segments.as_slice() {
             return match ev.eval(expr, scope) {
                 Ok(v) => Ok(v.into_owned()),
@@ -152,20 +209,28 @@ impl Template {
         if !self.has_expressions() {
             return Ok(Value::String(self.source.clone()));
         }
-        let whole = Span { start: 0, end: self.source.len() };
+        let whole = Span {
+            start: 0,
+            end: self.source.len(),
+        };
         let mut out = String::new();
         for seg in &self.segments {
             match seg {
                 Segment::Text(t) => {
-                    ev.check_len(out.len().saturating_add(t.len()), whole).map_err(|e| (e, whole.start..whole.end))?;
+                    ev.check_len(out.len().saturating_add(t.len()), whole)
+                        .map_err(|e| (e, whole.start..whole.end))?;
                     out.push_str(t);
                 }
                 Segment::Expr { range, expr } => {
                     let fail = |e| (e, range.clone());
                     let v = ev.eval(expr, scope).map_err(fail)?;
                     let t = ev.text(&v, "", expr.span).map_err(fail)?;
-                    let span = Span { start: range.start, end: range.end };
-                    ev.check_len(out.len().saturating_add(t.len()), span).map_err(fail)?;
+                    let span = Span {
+                        start: range.start,
+                        end: range.end,
+                    };
+                    ev.check_len(out.len().saturating_add(t.len()), span)
+                        .map_err(fail)?;
                     out.push_str(&t);
                 }
             }
@@ -199,7 +264,10 @@ mod tests {
             ("${z}", json!(null)),
             ("${b}", json!(true)),
             (" ${n}", json!(" 3")),
-            ("n=${n}, s=${s}, l=${l}, m=${m}, z=[${z}], b=${b}", json!(r#"n=3, s=x, l=[1,2], m={"a":1}, z=[], b=true"#)),
+            (
+                "n=${n}, s=${s}, l=${l}, m=${m}, z=[${z}], b=${b}",
+                json!(r#"n=3, s=x, l=[1,2], m={"a":1}, z=[], b=true"#),
+            ),
             ("${n}${s}", json!("3x")),
             ("${\"${\"}", json!("${")),
             ("literal ${\"${\"}n} here", json!("literal ${n} here")),
@@ -222,7 +290,10 @@ mod tests {
             ("abc ${n", "expression starting at position 4 is not closed"),
             ("ab ${}", "empty expression '${}' at position 3"),
             ("ab ${   }", "empty expression"),
-            ("${ 'abc }", "string literal starting at position 3 is not closed"),
+            (
+                "${ 'abc }",
+                "string literal starting at position 3 is not closed",
+            ),
             ("é ${ a b }", "found 'b' at position 7"),
             ("${ a ${b} }", "nested '${'"),
         ];
@@ -231,7 +302,44 @@ mod tests {
             assert!(err.contains(want), "{src}: {err}");
         }
         let long = format!("${{{}}}", "1+".repeat(10_000) + "1");
-        assert!(matches!(Template::parse(&long), Err(ParseError::TooLong { .. })));
+        assert!(matches!(
+            Template::parse(&long),
+            Err(ParseError::TooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn bare_expressions() {
+        let root = json!({"parameters": {"deploy": "true", "n": 2}});
+        let ctx = EvalContext::new(&root, &NullHost);
+        let limits = Limits::default();
+        let t =
+            Template::parse_expression("parameters.deploy == 'true' and parameters.n > 1", &limits)
+                .unwrap();
+        assert!(t.has_expressions());
+        assert_eq!(t.evaluate(&ctx).unwrap(), json!(true));
+        assert_eq!(
+            Template::parse_expression("parameters.n * 2", &limits)
+                .unwrap()
+                .evaluate(&ctx)
+                .unwrap(),
+            json!(4)
+        );
+        let e = Template::parse_expression("parameters.n +", &limits).unwrap_err();
+        assert!(e.to_string().contains("at position 14"), "{e}");
+        assert!(matches!(
+            Template::parse_expression("  ", &limits),
+            Err(ParseError::Empty { .. })
+        ));
+        assert!(matches!(
+            Template::parse_expression("T(x)", &limits),
+            Err(ParseError::TypeReference { position: 0 })
+        ));
+        let e = Template::parse_expression("parameters.nope.x", &limits)
+            .unwrap()
+            .evaluate(&ctx)
+            .unwrap_err();
+        assert_eq!(e.location().position, 0);
     }
 
     #[test]
@@ -251,7 +359,10 @@ mod tests {
         let mut ctx = EvalContext::new(&root, &NullHost);
         ctx.limits.max_output_bytes = 1000;
         let err = t.evaluate(&ctx).unwrap_err();
-        assert!(matches!(err, EvalError::OutputLimit { limit: 1000, .. }), "{err}");
+        assert!(
+            matches!(err, EvalError::OutputLimit { limit: 1000, .. }),
+            "{err}"
+        );
         ctx.limits.max_output_bytes = 1201;
         assert_eq!(t.evaluate(&ctx).unwrap().as_str().map(str::len), Some(1201));
     }

@@ -47,9 +47,9 @@ impl Host for FakeHost {
 
     fn deployed_server_groups(&self, stage: Option<&str>) -> Option<Value> {
         match stage {
-            None | Some("Deploy to QA") => {
-                Some(json!([{"account": "qa", "region": "us-east-1", "serverGroup": "app-qa-v003"}]))
-            }
+            None | Some("Deploy to QA") => Some(
+                json!([{"account": "qa", "region": "us-east-1", "serverGroup": "app-qa-v003"}]),
+            ),
             Some(_) => None,
         }
     }
@@ -59,7 +59,9 @@ impl Host for FakeHost {
     }
 
     fn trigger_resolved_artifact(&self, name: &str) -> Option<Value> {
-        (name == "image").then(|| json!({"name": "image", "type": "docker/image", "reference": "gcr.io/x/app:1.2"}))
+        (name == "image").then(
+            || json!({"name": "image", "type": "docker/image", "reference": "gcr.io/x/app:1.2"}),
+        )
     }
 
     fn fetch_url(&self, url: &str) -> Result<String, String> {
@@ -132,7 +134,12 @@ pub(crate) fn check_table(root: &Value, cases: &[(&str, Want)]) {
             failures.push(format!("{src}\n    want {want}\n    got  {got:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -154,7 +161,10 @@ fn literals() {
             ("${False}", Is(json!(false))),
             ("${null}", Is(json!(null))),
             ("${{1, 2, 3}}", Is(json!([1, 2, 3]))),
-            ("${{a: 1, 'b': 2, \"c d\": {x: {1, 'two'}}}}", Is(json!({"a": 1, "b": 2, "c d": {"x": [1, "two"]}}))),
+            (
+                "${{a: 1, 'b': 2, \"c d\": {x: {1, 'two'}}}}",
+                Is(json!({"a": 1, "b": 2, "c d": {"x": [1, "two"]}})),
+            ),
             ("${{}}", Is(json!([]))),
             ("${{:}}", Is(json!({}))),
             ("${{1: 'one'}['1']}", Is(json!("one"))),
@@ -188,21 +198,39 @@ fn arithmetic() {
             ("${2 ^ 10}", Is(json!(1024))),
             ("${4.0 ^ 0.5}", Is(json!(2.0))),
             ("${2 ^ 0}", Is(json!(1))),
-            ("${1 / 0}", Fails("division by zero at position 2 (`1 / 0`)")),
+            (
+                "${1 / 0}",
+                Fails("division by zero at position 2 (`1 / 0`)"),
+            ),
             ("${1.0 / 0}", Fails("division by zero")),
             ("${5 % 0}", Fails("division by zero")),
             ("${2 ^ -1}", Fails("negative integer exponent")),
             ("${2 ^ 63}", Fails("integer overflow in '^'")),
-            ("${big + 1}", Fails("integer overflow in '+' at position 2 (`big + 1`)")),
+            (
+                "${big + 1}",
+                Fails("integer overflow in '+' at position 2 (`big + 1`)"),
+            ),
             ("${-big - 2}", Fails("integer overflow in '-'")),
             ("${big * 2}", Fails("integer overflow in '*'")),
             ("${(-big - 1) / -1}", Fails("integer overflow in '/'")),
             ("${-(-big - 1)}", Fails("integer overflow in '-'")),
             ("${1e308 * 10}", Fails("not a finite number")),
-            ("${-s}", Fails("unary '-' needs a number, not the string 'Hello World'")),
-            ("${'a' - 1}", Fails("cannot apply '-' to the string 'a' and the number 1")),
-            ("${list + 1}", Fails("cannot apply '+' to a list of 3 elements and the number 1")),
-            ("${nil + 1}", Fails("cannot apply '+' to null and the number 1")),
+            (
+                "${-s}",
+                Fails("unary '-' needs a number, not the string 'Hello World'"),
+            ),
+            (
+                "${'a' - 1}",
+                Fails("cannot apply '-' to the string 'a' and the number 1"),
+            ),
+            (
+                "${list + 1}",
+                Fails("cannot apply '+' to a list of 3 elements and the number 1"),
+            ),
+            (
+                "${nil + 1}",
+                Fails("cannot apply '+' to null and the number 1"),
+            ),
             ("${t * 2}", Fails("cannot apply '*'")),
         ],
     );
@@ -219,14 +247,20 @@ fn string_concatenation() {
             ("${'a' + 1 + 2}", Is(json!("a12"))),
             ("${'a' + nil}", Is(json!("anull"))),
             ("${'x' + list}", Is(json!("x[3,1,2]"))),
-            ("${'m' + map}", Is(json!("m{\"a\":1,\"b\":\"two\",\"c\":null}"))),
+            (
+                "${'m' + map}",
+                Is(json!("m{\"a\":1,\"b\":\"two\",\"c\":null}")),
+            ),
             ("${'v' + f}", Is(json!("v2.5"))),
             ("${'a' + t}", Is(json!("atrue"))),
             ("${s + '!'}", Is(json!("Hello World!"))),
             ("${'ab' * 3}", Is(json!("ababab"))),
             ("${'ab' * 0}", Is(json!(""))),
             ("${'ab' * -1}", Fails("cannot repeat a string -1 times")),
-            ("${'ab' * 'c'}", Fails("a string can only be multiplied by an integer")),
+            (
+                "${'ab' * 'c'}",
+                Fails("a string can only be multiplied by an integer"),
+            ),
         ],
     );
 }
@@ -257,14 +291,20 @@ fn comparisons() {
             ("${n ne 7}", Is(json!(false))),
             ("${n le 7}", Is(json!(true))),
             ("${n ge 8}", Is(json!(false))),
-            ("${'10' < 9}", Fails("cannot compare the string '10' with the number 9 using '<'")),
+            (
+                "${'10' < 9}",
+                Fails("cannot compare the string '10' with the number 9 using '<'"),
+            ),
             ("${nil < 1}", Fails("cannot compare null with the number 1")),
             ("${list > 1}", Fails("cannot compare a list of 3 elements")),
             ("${s matches 'H.*d'}", Is(json!(true))),
             ("${s matches 'World'}", Is(json!(false))),
             ("${s matches '(?i)hello.*'}", Is(json!(true))),
             ("${s matches '('}", Fails("invalid regular expression '('")),
-            ("${n matches '7'}", Fails("'matches' needs a string and a pattern string, not a number and a string")),
+            (
+                "${n matches '7'}",
+                Fails("'matches' needs a string and a pattern string, not a number and a string"),
+            ),
         ],
     );
 }
@@ -284,7 +324,12 @@ fn logic_ternary_and_elvis() {
             ("${!'false'}", Is(json!(true))),
             ("${parameters.flag and true}", Is(json!(true))),
             ("${'TRUE' and true}", Is(json!(true))),
-            ("${'yes' and true}", Fails("condition must be a boolean (or the string 'true'/'false'), found the string 'yes'")),
+            (
+                "${'yes' and true}",
+                Fails(
+                    "condition must be a boolean (or the string 'true'/'false'), found the string 'yes'",
+                ),
+            ),
             ("${1 and true}", Fails("found the number 1")),
             ("${nil or true}", Fails("found null")),
             ("${true and nil}", Fails("found null")),
@@ -293,7 +338,10 @@ fn logic_ternary_and_elvis() {
             ("${true or 1 / 0}", Is(json!(true))),
             ("${t ? 'y' : 'n'}", Is(json!("y"))),
             ("${n > 5 ? 'big' : 'small'}", Is(json!("big"))),
-            ("${n > 50 ? 'big' : n > 5 ? 'medium' : 'small'}", Is(json!("medium"))),
+            (
+                "${n > 50 ? 'big' : n > 5 ? 'medium' : 'small'}",
+                Is(json!("medium")),
+            ),
             ("${'true' ? 1 : 2}", Is(json!(1))),
             ("${n ? 1 : 2}", Fails("condition must be a boolean")),
             ("${t ? 1 : 1 / 0}", Is(json!(1))),
@@ -319,15 +367,29 @@ fn property_and_index_access() {
             ("${execution.stages[0].name}", Is(json!("Bake"))),
             ("${execution.stages[1]['context'].account}", Is(json!("qa"))),
             ("${execution.stages[n - 5].refId}", Is(json!("3"))),
-            ("${execution.stages[-1]}", Fails("index -1 is out of bounds for a list of length 3")),
-            ("${execution.stages[3]}", Fails("index 3 is out of bounds for a list of length 3")),
+            (
+                "${execution.stages[-1]}",
+                Fails("index -1 is out of bounds for a list of length 3"),
+            ),
+            (
+                "${execution.stages[3]}",
+                Fails("index 3 is out of bounds for a list of length 3"),
+            ),
             ("${list[1]}", Is(json!(1))),
-            ("${list['x']}", Fails("an index into a list must be an integer, not the string 'x'")),
+            (
+                "${list['x']}",
+                Fails("an index into a list must be an integer, not the string 'x'"),
+            ),
             ("${list[1.5]}", Fails("must be an integer")),
             ("${map.zzz}", Is(json!(null))),
             ("${map['zzz']}", Is(json!(null))),
             ("${map.c}", Is(json!(null))),
-            ("${map.c.d}", Fails("cannot read property 'd' of null at position 2 (`map.c.d`) (use '?.' to allow null)")),
+            (
+                "${map.c.d}",
+                Fails(
+                    "cannot read property 'd' of null at position 2 (`map.c.d`) (use '?.' to allow null)",
+                ),
+            ),
             ("${map.c?.d}", Is(json!(null))),
             ("${map?.a}", Is(json!(1))),
             ("${nil?.a?.b}", Is(json!(null))),
@@ -335,21 +397,38 @@ fn property_and_index_access() {
             ("${nil.a}", Fails("cannot read property 'a' of null")),
             ("${nil['a']}", Fails("cannot index into null")),
             ("${nil?.['a']}", Is(json!(null))),
-            ("${map[list]}", Fails("a map key must be a string, not a list")),
+            (
+                "${map[list]}",
+                Fails("a map key must be a string, not a list"),
+            ),
             ("${{'1': 'one'}[1]}", Is(json!("one"))),
-            ("${s.length}", Fails("cannot read property 'length' of a string (use length())")),
-            ("${list.size}", Fails("cannot read property 'size' of a list (use size())")),
+            (
+                "${s.length}",
+                Fails("cannot read property 'length' of a string (use length())"),
+            ),
+            (
+                "${list.size}",
+                Fails("cannot read property 'size' of a list (use size())"),
+            ),
             ("${n.x}", Fails("cannot read property 'x' of a number")),
             ("${n[0]}", Fails("cannot index into a number")),
             ("${s[0]}", Is(json!("H"))),
-            ("${s[100]}", Fails("index 100 is out of bounds for a string of length 11")),
+            (
+                "${s[100]}",
+                Fails("index 100 is out of bounds for a string of length 11"),
+            ),
             ("${['parameters']['env']}", Is(json!("prod"))),
             ("${['nope']}", Is(json!(null))),
             ("${#root['nope']}", Is(json!(null))),
             ("${#root.parameters.env}", Is(json!("prod"))),
             ("${#this.n}", Is(json!(7))),
             ("${#this == #root}", Is(json!(true))),
-            ("${nope}", Fails("unknown name 'nope' at position 2 (`nope`); top-level names are: execution, trigger, parameters")),
+            (
+                "${nope}",
+                Fails(
+                    "unknown name 'nope' at position 2 (`nope`); top-level names are: execution, trigger, parameters",
+                ),
+            ),
             ("${paramters.env}", Fails("unknown name 'paramters'")),
             ("${parameters['tag'] ?: 'latest'}", Is(json!("latest"))),
             ("${parameters.missing ?: 'default'}", Is(json!("default"))),
@@ -369,21 +448,50 @@ fn selection_and_projection() {
             ("${names.^[#this == 'zzz']}", Is(json!(null))),
             ("${names.$[#this == 'zzz']}", Is(json!(null))),
             ("${names.?[#this == 'zzz']}", Is(json!([]))),
-            ("${names.![#this.toUpperCase()]}", Is(json!(["ALPHA", "BETA", "GAMMA"]))),
+            (
+                "${names.![#this.toUpperCase()]}",
+                Is(json!(["ALPHA", "BETA", "GAMMA"])),
+            ),
             ("${names.![length()]}", Is(json!([5, 4, 5]))),
-            ("${execution.stages.?[type == 'deploy'].![name]}", Is(json!(["Deploy to QA", "Deploy to Prod"]))),
-            ("${execution.stages.?[status == 'RUNNING'].size()}", Is(json!(1))),
-            ("${execution.stages.![context?.ami]}", Is(json!(["ami-123", null, null]))),
-            ("${execution.stages.?[missing == null].size()}", Is(json!(3))),
-            ("${execution.stages.?[refId == #root.execution.stages[2].refId][0].name}", Is(json!("Deploy to Prod"))),
-            ("${execution.stages.?[name == execution.name]}", Fails("cannot read property 'name' of null")),
+            (
+                "${execution.stages.?[type == 'deploy'].![name]}",
+                Is(json!(["Deploy to QA", "Deploy to Prod"])),
+            ),
+            (
+                "${execution.stages.?[status == 'RUNNING'].size()}",
+                Is(json!(1)),
+            ),
+            (
+                "${execution.stages.![context?.ami]}",
+                Is(json!(["ami-123", null, null])),
+            ),
+            (
+                "${execution.stages.?[missing == null].size()}",
+                Is(json!(3)),
+            ),
+            (
+                "${execution.stages.?[refId == #root.execution.stages[2].refId][0].name}",
+                Is(json!("Deploy to Prod")),
+            ),
+            (
+                "${execution.stages.?[name == execution.name]}",
+                Fails("cannot read property 'name' of null"),
+            ),
             ("${list.?[#this > 1]}", Is(json!([3, 2]))),
-            ("${list.?[#this]}", Fails("condition must be a boolean (or the string 'true'/'false'), found the number 3 at position 9 (`#this`)")),
+            (
+                "${list.?[#this]}",
+                Fails(
+                    "condition must be a boolean (or the string 'true'/'false'), found the number 3 at position 9 (`#this`)",
+                ),
+            ),
             ("${list.?['true']}", Is(json!([3, 1, 2]))),
             ("${map.?[value == 1]}", Is(json!({"a": 1}))),
             ("${map.?[key != 'a']}", Is(json!({"b": "two", "c": null}))),
             ("${map.![key]}", Is(json!(["a", "b", "c"]))),
-            ("${map.![key + '=' + value]}", Is(json!(["a=1", "b=two", "c=null"]))),
+            (
+                "${map.![key + '=' + value]}",
+                Is(json!(["a=1", "b=two", "c=null"])),
+            ),
             ("${map.^[key != 'a']}", Is(json!({"b": "two"}))),
             ("${map.$[key != 'z']}", Is(json!({"c": null}))),
             ("${map.^[key == 'z']}", Is(json!(null))),
@@ -391,19 +499,31 @@ fn selection_and_projection() {
             ("${nil.![1]}", Fails("cannot project null")),
             ("${nil?.?[true]}", Is(json!(null))),
             ("${nil?.![1]}", Is(json!(null))),
-            ("${s.?[true]}", Fails("cannot select from a string (only lists and maps)")),
+            (
+                "${s.?[true]}",
+                Fails("cannot select from a string (only lists and maps)"),
+            ),
             ("${{1, 2, 3}.![#this * 10]}", Is(json!([10, 20, 30]))),
-            ("${{1, 2, 3}.?[#this >= 2].![#this + #root.n]}", Is(json!([9, 10]))),
+            (
+                "${{1, 2, 3}.?[#this >= 2].![#this + #root.n]}",
+                Is(json!([9, 10])),
+            ),
             ("${{1, 2, 3}.?[#this >= 2][0]}", Is(json!(2))),
             ("${{1, 2, 3}.^[#this >= 2]}", Is(json!(2))),
             ("${{1, 2, 3}.$[#this >= 2]}", Is(json!(3))),
             ("${{{a: 1}, {a: 2}}.![a]}", Is(json!([1, 2]))),
             ("${{{a: 1}, {b: 2}}.?[a == 1]}", Is(json!([{"a": 1}]))),
-            ("${{{1, 2}, {3}}.![#this.![#this + 1]]}", Is(json!([[2, 3], [4]]))),
+            (
+                "${{{1, 2}, {3}}.![#this.![#this + 1]]}",
+                Is(json!([[2, 3], [4]])),
+            ),
             ("${names.![#root.n]}", Is(json!([7, 7, 7]))),
             ("${names.![#this]}", Is(json!(["alpha", "beta", "gamma"]))),
             ("${{'a', 'b'}.![isEmpty()]}", Is(json!([false, false]))),
-            ("${names.![x]}", Fails("cannot read property 'x' of a string")),
+            (
+                "${names.![x]}",
+                Fails("cannot read property 'x' of a string"),
+            ),
         ],
     );
 }
@@ -417,7 +537,12 @@ fn string_methods() {
             ("${s.contains('world')}", Is(json!(false))),
             ("${s.startsWith('Hell')}", Is(json!(true))),
             ("${s.endsWith('d')}", Is(json!(true))),
-            ("${s.contains(1)}", Fails("bad arguments to 'contains' at position 2 (`s.contains(1)`): argument 1 must be a string, not the number 1")),
+            (
+                "${s.contains(1)}",
+                Fails(
+                    "bad arguments to 'contains' at position 2 (`s.contains(1)`): argument 1 must be a string, not the number 1",
+                ),
+            ),
             ("${s.toLowerCase()}", Is(json!("hello world"))),
             ("${s.toUpperCase()}", Is(json!("HELLO WORLD"))),
             ("${'ü'.toUpperCase() + 'ß'.toUpperCase()}", Is(json!("ÜSS"))),
@@ -425,22 +550,40 @@ fn string_methods() {
             ("${s.substring(0, 5)}", Is(json!("Hello"))),
             ("${s.substring(11)}", Is(json!(""))),
             ("${'héllo'.substring(1, 2)}", Is(json!("é"))),
-            ("${s.substring(5, 3)}", Fails("range 5..3 is out of bounds for length 11")),
+            (
+                "${s.substring(5, 3)}",
+                Fails("range 5..3 is out of bounds for length 11"),
+            ),
             ("${s.substring(-1)}", Fails("out of bounds")),
             ("${s.substring(0, 100)}", Fails("out of bounds")),
-            ("${s.substring('a')}", Fails("argument 1 must be an integer")),
+            (
+                "${s.substring('a')}",
+                Fails("argument 1 must be an integer"),
+            ),
             ("${s.substring()}", Fails("takes 1 to 2 argument(s), got 0")),
             ("${s.replace('l', 'L')}", Is(json!("HeLLo WorLd"))),
             ("${'abc'.replace('', '-')}", Is(json!("-a-b-c-"))),
             ("${s.replaceAll('[aeiou]', '*')}", Is(json!("H*ll* W*rld"))),
-            ("${s.replaceAll('(\\w+) (\\w+)', '$2 $1')}", Is(json!("World Hello"))),
-            ("${s.replaceAll('o', '$')}", Fails("invalid replacement '$'")),
-            ("${s.replaceAll('[', 'x')}", Fails("invalid regular expression '['")),
+            (
+                "${s.replaceAll('(\\w+) (\\w+)', '$2 $1')}",
+                Is(json!("World Hello")),
+            ),
+            (
+                "${s.replaceAll('o', '$')}",
+                Fails("invalid replacement '$'"),
+            ),
+            (
+                "${s.replaceAll('[', 'x')}",
+                Fails("invalid regular expression '['"),
+            ),
             ("${s.replaceFirst('o', '0')}", Is(json!("Hell0 World"))),
             ("${s.split(' ')}", Is(json!(["Hello", "World"]))),
             ("${'a,b,,c,,'.split(',')}", Is(json!(["a", "b", "", "c"]))),
             ("${'a.b.c'.split('\\.')}", Is(json!(["a", "b", "c"]))),
-            ("${'us-east-1,us-west-2'.split(',')[1]}", Is(json!("us-west-2"))),
+            (
+                "${'us-east-1,us-west-2'.split(',')[1]}",
+                Is(json!("us-west-2")),
+            ),
             ("${'  x  '.trim()}", Is(json!("x"))),
             ("${s.length()}", Is(json!(11))),
             ("${'ü'.length()}", Is(json!(1))),
@@ -455,14 +598,25 @@ fn string_methods() {
             ("${s.indexOf('z')}", Is(json!(-1))),
             ("${'éa'.indexOf('a')}", Is(json!(1))),
             ("${s.charAt(0)}", Is(json!("H"))),
-            ("${s.charAt(11)}", Fails("index 11 is out of bounds for a string of length 11")),
+            (
+                "${s.charAt(11)}",
+                Fails("index 11 is out of bounds for a string of length 11"),
+            ),
             ("${s.matches('H.*d')}", Is(json!(true))),
             ("${s.matches('H')}", Is(json!(false))),
             ("${s.toString()}", Is(json!("Hello World"))),
-            ("${s.size()}", Fails("a string has no method 'size' at position 2 (`s.size()`); its methods are: charAt, contains")),
+            (
+                "${s.size()}",
+                Fails(
+                    "a string has no method 'size' at position 2 (`s.size()`); its methods are: charAt, contains",
+                ),
+            ),
             ("${s.get(0)}", Fails("a string has no method 'get'")),
             ("${s.keySet()}", Fails("a string has no method 'keySet'")),
-            ("${nil.length()}", Fails("cannot call method 'length' on null")),
+            (
+                "${nil.length()}",
+                Fails("cannot call method 'length' on null"),
+            ),
             ("${nil?.length()}", Is(json!(null))),
             ("${parameters.env.toUpperCase()}", Is(json!("PROD"))),
         ],
@@ -482,13 +636,21 @@ fn list_map_and_scalar_methods() {
             ("${list.contains('1')}", Is(json!(false))),
             ("${names.contains('beta')}", Is(json!(true))),
             ("${list.get(0)}", Is(json!(3))),
-            ("${list.get(5)}", Fails("index 5 is out of bounds for a list of length 3")),
+            (
+                "${list.get(5)}",
+                Fails("index 5 is out of bounds for a list of length 3"),
+            ),
             ("${list.get('0')}", Fails("must be an integer")),
             ("${list.indexOf(2)}", Is(json!(2))),
             ("${list.indexOf(9)}", Is(json!(-1))),
             ("${list.toString()}", Is(json!("[3,1,2]"))),
             ("${list.equals({3, 1, 2})}", Is(json!(true))),
-            ("${list.keySet()}", Fails("a list has no method 'keySet' at position 2 (`list.keySet()`); its methods are: contains, equals, get, indexOf, isEmpty, size, toString")),
+            (
+                "${list.keySet()}",
+                Fails(
+                    "a list has no method 'keySet' at position 2 (`list.keySet()`); its methods are: contains, equals, get, indexOf, isEmpty, size, toString",
+                ),
+            ),
             ("${list.size(1)}", Fails("takes 0 argument(s), got 1")),
             ("${{1, 2}.get(1)}", Is(json!(2))),
             ("${map.size()}", Is(json!(3))),
@@ -505,14 +667,25 @@ fn list_map_and_scalar_methods() {
             ("${map.keySet()}", Is(json!(["a", "b", "c"]))),
             ("${map.values()}", Is(json!([1, "two", null]))),
             ("${map.length()}", Fails("a map has no method 'length'")),
-            ("${map.containsKey(list)}", Fails("a map key must be a string")),
+            (
+                "${map.containsKey(list)}",
+                Fails("a map key must be a string"),
+            ),
             ("${n.toString()}", Is(json!("7"))),
             ("${f.toString() + 'x'}", Is(json!("2.5x"))),
             ("${t.toString()}", Is(json!("true"))),
             ("${t.equals(true)}", Is(json!(true))),
             ("${n.equals(7.0)}", Is(json!(true))),
-            ("${n.size()}", Fails("a number has no method 'size' at position 2 (`n.size()`); its methods are: equals, toString")),
-            ("${t.contains('x')}", Fails("a boolean has no method 'contains'")),
+            (
+                "${n.size()}",
+                Fails(
+                    "a number has no method 'size' at position 2 (`n.size()`); its methods are: equals, toString",
+                ),
+            ),
+            (
+                "${t.contains('x')}",
+                Fails("a boolean has no method 'contains'"),
+            ),
         ],
     );
 }
@@ -524,8 +697,16 @@ fn helpers() {
         &[
             ("${#stage('Deploy to QA').status}", Is(json!("SUCCEEDED"))),
             ("${#stage('01HQA').refId}", Is(json!("2"))),
-            ("${#stage('Deploy to QA').outputs.instanceCount}", Is(json!(2))),
-            ("${#stage('Nope')}", Fails("#stage failed at position 2 (`#stage('Nope')`): no stage named 'Nope' in this execution")),
+            (
+                "${#stage('Deploy to QA').outputs.instanceCount}",
+                Is(json!(2)),
+            ),
+            (
+                "${#stage('Nope')}",
+                Fails(
+                    "#stage failed at position 2 (`#stage('Nope')`): no stage named 'Nope' in this execution",
+                ),
+            ),
             ("${#stage(1)}", Fails("bad arguments to #stage")),
             ("${#stageByRefId('2').name}", Is(json!("Deploy to QA"))),
             ("${#stageByRefId('99')}", Fails("no stage with refId '99'")),
@@ -535,14 +716,26 @@ fn helpers() {
             ("${#judgment('Approve')}", Is(json!("yes"))),
             ("${#judgement('Approve')}", Is(json!("yes"))),
             ("${#judgment('Nope')}", Fails("#judgment failed")),
-            ("${#toJson(map)}", Is(json!(r#"{"a":1,"b":"two","c":null}"#))),
+            (
+                "${#toJson(map)}",
+                Is(json!(r#"{"a":1,"b":"two","c":null}"#)),
+            ),
             ("${#toJson(list)}", Is(json!("[3,1,2]"))),
             ("${#toJson('x')}", Is(json!("\"x\""))),
-            ("${#toJson({'x': '${y}'})}", Fails("#toJson result contains '${'")),
+            (
+                "${#toJson({'x': '${y}'})}",
+                Fails("#toJson result contains '${'"),
+            ),
             ("${#readJson('{\"a\": [1, 2]}').a[1]}", Is(json!(2))),
-            ("${#readJson('[1')}", Fails("#readJson failed at position 2 (`#readJson('[1')`): invalid JSON")),
+            (
+                "${#readJson('[1')}",
+                Fails("#readJson failed at position 2 (`#readJson('[1')`): invalid JSON"),
+            ),
             ("${#readJson(1)}", Fails("argument 1 must be a string")),
-            ("${#readYaml('a: 1\nb: [x, y]')}", Is(json!({"a": 1, "b": ["x", "y"]}))),
+            (
+                "${#readYaml('a: 1\nb: [x, y]')}",
+                Is(json!({"a": 1, "b": ["x", "y"]})),
+            ),
             ("${#readYaml('a: !custom x')}", Fails("#readYaml failed")),
             ("${#toInt('42')}", Is(json!(42))),
             ("${#toInt('-42')}", Is(json!(-42))),
@@ -560,28 +753,78 @@ fn helpers() {
             ("${#toBoolean('yes')}", Is(json!(false))),
             ("${#toBoolean(null)}", Is(json!(false))),
             ("${#toBoolean(true)}", Is(json!(true))),
-            ("${#toBoolean(1)}", Fails("cannot convert the number 1 to a boolean")),
+            (
+                "${#toBoolean(1)}",
+                Fails("cannot convert the number 1 to a boolean"),
+            ),
             ("${#toBase64('hello')}", Is(json!("aGVsbG8="))),
             ("${#fromBase64('aGVsbG8=')}", Is(json!("hello"))),
-            ("${#fromBase64(#toBase64('héllo ${x}'))}", Is(json!("héllo ${x}"))),
+            (
+                "${#fromBase64(#toBase64('héllo ${x}'))}",
+                Is(json!("héllo ${x}")),
+            ),
             ("${#fromBase64('!!')}", Fails("invalid base64")),
             ("${#fromBase64('/w==')}", Fails("not UTF-8")),
             ("${#alphanumerical('my-app_v1.2!')}", Is(json!("myappv12"))),
             ("${#currentUser()}", Is(json!("alice"))),
-            ("${#fromUrl('https://allowed.example/text')}", Is(json!("hello"))),
-            ("${#jsonFromUrl('https://allowed.example/config.json').list[1]}", Is(json!(2))),
-            ("${#jsonFromUrl('https://allowed.example/text')}", Fails("invalid JSON")),
-            ("${#fromUrl('http://evil.example/')}", Fails("#fromUrl('http://evil.example/') failed at position 2")),
-            ("${#deployedServerGroups()[0].serverGroup}", Is(json!("app-qa-v003"))),
-            ("${#deployedServerGroups('Deploy to QA').size()}", Is(json!(1))),
-            ("${#deployedServerGroups('Nope')}", Fails("no deployed server groups are known for stage 'Nope'")),
-            ("${#manifestLabelValue('Deploy', 'replicaSet', 'app')}", Is(json!("frontend"))),
-            ("${#manifestLabelValue('Deploy', 'replicaSet', 'x')}", Fails("no label 'x' on a replicaSet deployed by stage 'Deploy'")),
-            ("${#triggerResolvedArtifact('image').reference}", Is(json!("gcr.io/x/app:1.2"))),
-            ("${#triggerResolvedArtifact('x')}", Fails("the trigger has no resolved artifact named 'x'")),
-            ("${#toInt()}", Fails("parse: helper '#toInt' takes 1 argument but was given 0")),
-            ("${#currentUser(1)}", Fails("parse: helper '#currentUser' takes no arguments but was given 1")),
-            ("${#nope(1)}", Fails("parse: unknown helper function '#nope' at position 2; known helpers: #alphanumerical")),
+            (
+                "${#fromUrl('https://allowed.example/text')}",
+                Is(json!("hello")),
+            ),
+            (
+                "${#jsonFromUrl('https://allowed.example/config.json').list[1]}",
+                Is(json!(2)),
+            ),
+            (
+                "${#jsonFromUrl('https://allowed.example/text')}",
+                Fails("invalid JSON"),
+            ),
+            (
+                "${#fromUrl('http://evil.example/')}",
+                Fails("#fromUrl('http://evil.example/') failed at position 2"),
+            ),
+            (
+                "${#deployedServerGroups()[0].serverGroup}",
+                Is(json!("app-qa-v003")),
+            ),
+            (
+                "${#deployedServerGroups('Deploy to QA').size()}",
+                Is(json!(1)),
+            ),
+            (
+                "${#deployedServerGroups('Nope')}",
+                Fails("no deployed server groups are known for stage 'Nope'"),
+            ),
+            (
+                "${#manifestLabelValue('Deploy', 'replicaSet', 'app')}",
+                Is(json!("frontend")),
+            ),
+            (
+                "${#manifestLabelValue('Deploy', 'replicaSet', 'x')}",
+                Fails("no label 'x' on a replicaSet deployed by stage 'Deploy'"),
+            ),
+            (
+                "${#triggerResolvedArtifact('image').reference}",
+                Is(json!("gcr.io/x/app:1.2")),
+            ),
+            (
+                "${#triggerResolvedArtifact('x')}",
+                Fails("the trigger has no resolved artifact named 'x'"),
+            ),
+            (
+                "${#toInt()}",
+                Fails("parse: helper '#toInt' takes 1 argument but was given 0"),
+            ),
+            (
+                "${#currentUser(1)}",
+                Fails("parse: helper '#currentUser' takes no arguments but was given 1"),
+            ),
+            (
+                "${#nope(1)}",
+                Fails(
+                    "parse: unknown helper function '#nope' at position 2; known helpers: #alphanumerical",
+                ),
+            ),
         ],
     );
 }
@@ -592,9 +835,18 @@ fn null_host_helpers_fail_cleanly() {
     let cases = [
         ("${#stage('Deploy')}", Err("no stage named 'Deploy'")),
         ("${#currentStage()}", Err("there is no current stage")),
-        ("${#judgment('x')}", Err("no manual judgment stage named 'x'")),
-        ("${#deployedServerGroups()}", Err("no deployed server groups are known for this execution")),
-        ("${#fromUrl('https://allowed.example/text')}", Err("no hosts are allow-listed for #fromUrl")),
+        (
+            "${#judgment('x')}",
+            Err("no manual judgment stage named 'x'"),
+        ),
+        (
+            "${#deployedServerGroups()}",
+            Err("no deployed server groups are known for this execution"),
+        ),
+        (
+            "${#fromUrl('https://allowed.example/text')}",
+            Err("no hosts are allow-listed for #fromUrl"),
+        ),
         ("${#currentUser()}", Ok(json!("anonymous"))),
         ("${#stageExists('x')}", Ok(json!(false))),
     ];

@@ -10,13 +10,93 @@ use crate::{EvalContext, EvalError, Limits, NullHost, Template, check_tree, eval
 
 /// Tokens of the language (and of its forbidden relatives), for generating near-valid input.
 const TOKENS: &[&str] = &[
-    "${", "}", "{", "(", ")", "[", "]", ".", "?.", "?", ":", "?:", ",", "'", "\"", "''", "#this", "#root",
-    "#stage(", "#toJson(", "#readYaml(", "#toInt(", "#fromUrl(", "#nope(", "T(", "new", "@", "&", "=", "==", "!=",
-    "<", "<=", ">", ">=", "+", "-", "*", "/", "%", "^", "!", "&&", "||", "and", "or", "not", "eq", "div",
-    "matches", "instanceof", "between", ".?[", ".^[", ".$[", ".![", "true", "false", "null", "0", "1", "-1",
-    "2.5", "1e400", "9223372036854775807", "'a'", "'${'", "\"}\"", "n", "s", "list", "map", "nil", "names",
-    "execution", "stages", "size()", "length()", ".split(','", ".substring(", ".replace('a','aa')", "get(",
-    "keySet()", "\n", " ", "é", "\u{0}",
+    "${",
+    "}",
+    "{",
+    "(",
+    ")",
+    "[",
+    "]",
+    ".",
+    "?.",
+    "?",
+    ":",
+    "?:",
+    ",",
+    "'",
+    "\"",
+    "''",
+    "#this",
+    "#root",
+    "#stage(",
+    "#toJson(",
+    "#readYaml(",
+    "#toInt(",
+    "#fromUrl(",
+    "#nope(",
+    "T(",
+    "new",
+    "@",
+    "&",
+    "=",
+    "==",
+    "!=",
+    "<",
+    "<=",
+    ">",
+    ">=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "^",
+    "!",
+    "&&",
+    "||",
+    "and",
+    "or",
+    "not",
+    "eq",
+    "div",
+    "matches",
+    "instanceof",
+    "between",
+    ".?[",
+    ".^[",
+    ".$[",
+    ".![",
+    "true",
+    "false",
+    "null",
+    "0",
+    "1",
+    "-1",
+    "2.5",
+    "1e400",
+    "9223372036854775807",
+    "'a'",
+    "'${'",
+    "\"}\"",
+    "n",
+    "s",
+    "list",
+    "map",
+    "nil",
+    "names",
+    "execution",
+    "stages",
+    "size()",
+    "length()",
+    ".split(','",
+    ".substring(",
+    ".replace('a','aa')",
+    "get(",
+    "keySet()",
+    "\n",
+    " ",
+    "é",
+    "\u{0}",
 ];
 
 fn token_soup() -> impl Strategy<Value = String> {
@@ -30,7 +110,14 @@ fn exercise(src: &str) {
     let _ = check_tree(&Value::String(src.to_string()));
     if let Ok(t) = Template::parse(src) {
         for host in [&NullHost as &dyn crate::Host, &FakeHost] {
-            let ctx = EvalContext { root: &root, host, limits: Limits { max_steps: 20_000, ..Limits::default() } };
+            let ctx = EvalContext {
+                root: &root,
+                host,
+                limits: Limits {
+                    max_steps: 20_000,
+                    ..Limits::default()
+                },
+            };
             let _ = t.evaluate(&ctx);
         }
     }
@@ -42,9 +129,15 @@ fn arb_json() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
-        any::<String>().prop_filter("no ${", |s| !s.contains("${")).prop_map(Value::String),
-        "[a-z$ {}]{0,8}".prop_filter("no ${", |s| !s.contains("${")).prop_map(Value::String),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        any::<String>()
+            .prop_filter("no ${", |s| !s.contains("${"))
+            .prop_map(Value::String),
+        "[a-z$ {}]{0,8}"
+            .prop_filter("no ${", |s| !s.contains("${"))
+            .prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
         prop_oneof![

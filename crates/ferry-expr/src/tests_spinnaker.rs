@@ -46,48 +46,125 @@ fn spinnaker_expressions() {
     check_table(
         &pipeline_root(),
         &[
-            ("${ #stage('Deploy to QA')['context']['deploy.server.groups']['us-east-1'][0] }", Is(json!("app-qa-v003"))),
+            (
+                "${ #stage('Deploy to QA')['context']['deploy.server.groups']['us-east-1'][0] }",
+                Is(json!("app-qa-v003")),
+            ),
             ("${trigger.parameters.env == 'prod' ? 3 : 1}", Is(json!(3))),
-            ("${ execution.stages.?[type == 'deploy'].![name] }", Is(json!(["Deploy to QA", "Deploy to Prod"]))),
+            (
+                "${ execution.stages.?[type == 'deploy'].![name] }",
+                Is(json!(["Deploy to QA", "Deploy to Prod"])),
+            ),
             ("${#judgment('Approve') == 'yes'}", Is(json!(true))),
             ("${parameters['tag'] ?: 'latest'}", Is(json!("latest"))),
             ("${ #toInt(parameters.replicas) + 1 }", Is(json!(4))),
-            ("${#stage('Deploy to QA').status == 'SUCCEEDED'}", Is(json!(true))),
-            ("${#stage('Deploy to QA')['status'].toString() != 'TERMINAL'}", Is(json!(true))),
+            (
+                "${#stage('Deploy to QA').status == 'SUCCEEDED'}",
+                Is(json!(true)),
+            ),
+            (
+                "${#stage('Deploy to QA')['status'].toString() != 'TERMINAL'}",
+                Is(json!(true)),
+            ),
             ("${trigger.parameters.canary == 'true'}", Is(json!(false))),
             ("${trigger.parameters.canary}", Is(json!("false"))),
-            ("${parameters.canary ? 'canary' : 'stable'}", Is(json!("stable"))),
+            (
+                "${parameters.canary ? 'canary' : 'stable'}",
+                Is(json!("stable")),
+            ),
             ("${trigger.tag}", Is(json!("1.4.2"))),
             ("${trigger.buildInfo.number}", Is(json!(118))),
-            ("${trigger.artifacts.^[type == 'docker/image'].reference}", Is(json!("acme/checkout:1.4.2"))),
-            ("${trigger.artifacts.?[type.startsWith('kubernetes/')].![name]}", Is(json!(["checkout-config"]))),
-            ("${trigger.parameters.regions.split(',')}", Is(json!(["us-east-1", "eu-west-1"]))),
-            ("${parameters.regions.split(',').size() > 1}", Is(json!(true))),
+            (
+                "${trigger.artifacts.^[type == 'docker/image'].reference}",
+                Is(json!("acme/checkout:1.4.2")),
+            ),
+            (
+                "${trigger.artifacts.?[type.startsWith('kubernetes/')].![name]}",
+                Is(json!(["checkout-config"])),
+            ),
+            (
+                "${trigger.parameters.regions.split(',')}",
+                Is(json!(["us-east-1", "eu-west-1"])),
+            ),
+            (
+                "${parameters.regions.split(',').size() > 1}",
+                Is(json!(true)),
+            ),
             ("${scmInfo.sha1.substring(0, 7)}", Is(json!("9f2c1e7"))),
-            ("${scmInfo.branch matches 'main|release/.*'}", Is(json!(true))),
-            ("${deployedServerGroups[0].serverGroup}", Is(json!("checkout-qa-v012"))),
-            ("${#deployedServerGroups()[0].region}", Is(json!("us-east-1"))),
-            ("${execution.stages.^[name == 'Approve'].context.judgmentInput}", Is(json!("yes"))),
-            ("${execution.stages.?[status != 'SUCCEEDED'].size() == 0}", Is(json!(false))),
-            ("${execution.stages.$[type == 'deploy'].context.account}", Is(json!("prod"))),
+            (
+                "${scmInfo.branch matches 'main|release/.*'}",
+                Is(json!(true)),
+            ),
+            (
+                "${deployedServerGroups[0].serverGroup}",
+                Is(json!("checkout-qa-v012")),
+            ),
+            (
+                "${#deployedServerGroups()[0].region}",
+                Is(json!("us-east-1")),
+            ),
+            (
+                "${execution.stages.^[name == 'Approve'].context.judgmentInput}",
+                Is(json!("yes")),
+            ),
+            (
+                "${execution.stages.?[status != 'SUCCEEDED'].size() == 0}",
+                Is(json!(false)),
+            ),
+            (
+                "${execution.stages.$[type == 'deploy'].context.account}",
+                Is(json!("prod")),
+            ),
             ("${account}", Is(json!("prod"))),
             ("${manifests[0].metadata.labels.app}", Is(json!("checkout"))),
-            ("${#stageExists('Deploy to QA') ? #stage('Deploy to QA').context.account : 'none'}", Is(json!("qa"))),
-            ("${#toJson(trigger.parameters)}", Is(json!(r#"{"env":"prod","replicas":"3","canary":"false","regions":"us-east-1,eu-west-1"}"#))),
-            ("${#alphanumerical(trigger.repository + '-' + trigger.tag)}", Is(json!("acmecheckout142"))),
-            ("${#triggerResolvedArtifact('image').reference}", Is(json!("gcr.io/x/app:1.2"))),
-            ("${execution.application.toUpperCase()}-${parameters.env}", Is(json!("CHECKOUT-prod"))),
+            (
+                "${#stageExists('Deploy to QA') ? #stage('Deploy to QA').context.account : 'none'}",
+                Is(json!("qa")),
+            ),
+            (
+                "${#toJson(trigger.parameters)}",
+                Is(json!(
+                    r#"{"env":"prod","replicas":"3","canary":"false","regions":"us-east-1,eu-west-1"}"#
+                )),
+            ),
+            (
+                "${#alphanumerical(trigger.repository + '-' + trigger.tag)}",
+                Is(json!("acmecheckout142")),
+            ),
+            (
+                "${#triggerResolvedArtifact('image').reference}",
+                Is(json!("gcr.io/x/app:1.2")),
+            ),
+            (
+                "${execution.application.toUpperCase()}-${parameters.env}",
+                Is(json!("CHECKOUT-prod")),
+            ),
             (
                 "Deploying ${execution.application} ${trigger.tag} to ${parameters.env} (${#toInt(parameters.replicas) * 2} pods) by ${trigger.user}",
                 Is(json!("Deploying checkout 1.4.2 to prod (6 pods) by ci-bot")),
             ),
-            ("image: ${trigger.repository}:${trigger.tag}\nreplicas: ${parameters.replicas}", Is(json!("image: acme/checkout:1.4.2\nreplicas: 3"))),
-            ("echo '${\"${\"}HOME}' && echo ${parameters.env}", Is(json!("echo '${HOME}' && echo prod"))),
+            (
+                "image: ${trigger.repository}:${trigger.tag}\nreplicas: ${parameters.replicas}",
+                Is(json!("image: acme/checkout:1.4.2\nreplicas: 3")),
+            ),
+            (
+                "echo '${\"${\"}HOME}' && echo ${parameters.env}",
+                Is(json!("echo '${HOME}' && echo prod")),
+            ),
             ("${\"${\"}", Is(json!("${"))),
             ("${trigger.parameters.missing}", Is(json!(null))),
-            ("${trigger.parameters.missing.length()}", Fails("cannot call method 'length' on null")),
-            ("${#stage('Deploy to Staging').status}", Fails("no stage named 'Deploy to Staging'")),
-            ("${trigger.parameters.replicas > 2}", Fails("cannot compare the string '3' with the number 2")),
+            (
+                "${trigger.parameters.missing.length()}",
+                Fails("cannot call method 'length' on null"),
+            ),
+            (
+                "${#stage('Deploy to Staging').status}",
+                Fails("no stage named 'Deploy to Staging'"),
+            ),
+            (
+                "${trigger.parameters.replicas > 2}",
+                Fails("cannot compare the string '3' with the number 2"),
+            ),
         ],
     );
 }
@@ -123,8 +200,17 @@ fn whole_stage_context_evaluation() {
     assert_eq!(c["args"], json!(["--region=us-east-1", "--env", "prod"]));
     assert_eq!(c["command"][2], json!("echo ${HOSTNAME}"));
     let got: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(got, vec!["manifests[0].spec.template.spec.containers[0].command[2]", "notifications[0].message"]);
+    assert_eq!(
+        got,
+        vec![
+            "manifests[0].spec.template.spec.containers[0].command[2]",
+            "notifications[0].message"
+        ]
+    );
     assert!(errors[0].message.contains("unknown name 'HOSTNAME'"));
     assert_eq!(errors[1].expression, "${#stage('Nope').status}");
-    assert_eq!(run("${#stage('Nope')}", &root).unwrap_err(), errors[1].message.replace(".status", ""));
+    assert_eq!(
+        run("${#stage('Nope')}", &root).unwrap_err(),
+        errors[1].message.replace(".status", "")
+    );
 }

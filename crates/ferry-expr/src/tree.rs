@@ -32,7 +32,9 @@ pub fn evaluate_tree(value: &Value, ctx: &EvalContext<'_>) -> (Value, Vec<FieldE
         let result = if used >= budget {
             Err((
                 shorten(s, MAX_ERROR_EXPRESSION),
-                format!("not evaluated: the expressions in this tree used more than {budget} steps in total"),
+                format!(
+                    "not evaluated: the expressions in this tree used more than {budget} steps in total"
+                ),
             ))
         } else {
             evaluate_field(s, ctx, &mut used)
@@ -40,7 +42,11 @@ pub fn evaluate_tree(value: &Value, ctx: &EvalContext<'_>) -> (Value, Vec<FieldE
         match result {
             Ok(v) => v,
             Err(e) => {
-                errors.push(FieldError { path: path.to_string(), expression: e.0, message: e.1 });
+                errors.push(FieldError {
+                    path: path.to_string(),
+                    expression: e.0,
+                    message: e.1,
+                });
                 Value::String(s.to_string())
             }
         }
@@ -74,14 +80,23 @@ fn excerpt(s: &str, range: Range<usize>) -> String {
 
 /// Parses and evaluates one field, adding its steps to `used`; on error returns (expression
 /// text, message).
-fn evaluate_field(s: &str, ctx: &EvalContext<'_>, used: &mut u64) -> Result<Value, (String, String)> {
-    let t = Template::parse_detailed(s, &ctx.limits).map_err(|(e, r)| (excerpt(s, r), e.to_string()))?;
-    t.evaluate_counted(ctx, used).map_err(|(e, r)| (excerpt(s, r), e.to_string()))
+fn evaluate_field(
+    s: &str,
+    ctx: &EvalContext<'_>,
+    used: &mut u64,
+) -> Result<Value, (String, String)> {
+    let t = Template::parse_detailed(s, &ctx.limits)
+        .map_err(|(e, r)| (excerpt(s, r), e.to_string()))?;
+    t.evaluate_counted(ctx, used)
+        .map_err(|(e, r)| (excerpt(s, r), e.to_string()))
 }
 
 /// Appends a map key to a path: `a.b` for plain names, `a['x.y']` otherwise.
 fn push_key(path: &mut String, key: &str) {
-    let plain = key.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    let plain = key
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if plain {
         if !path.is_empty() {
@@ -98,7 +113,12 @@ fn push_key(path: &mut String, key: &str) {
 type Visit<'f> = dyn FnMut(&str, &str, &mut Vec<FieldError>) -> Value + 'f;
 
 /// Rebuilds `v`, replacing each string containing `${` with `visit(string, path, errors)`.
-fn walk(v: &Value, path: &mut String, errors: &mut Vec<FieldError>, visit: &mut Visit<'_>) -> Value {
+fn walk(
+    v: &Value,
+    path: &mut String,
+    errors: &mut Vec<FieldError>,
+    visit: &mut Visit<'_>,
+) -> Value {
     match v {
         Value::String(s) if contains_expression(s) => visit(s, path, errors),
         Value::Array(items) => {
@@ -154,7 +174,10 @@ mod tests {
         assert_eq!(out["plain"], tree["plain"]);
         assert_eq!(out["n"], json!(5));
         assert_eq!(out["${notAKey}"], json!(true));
-        let got: Vec<(&str, &str)> = errors.iter().map(|e| (e.path.as_str(), e.expression.as_str())).collect();
+        let got: Vec<(&str, &str)> = errors
+            .iter()
+            .map(|e| (e.path.as_str(), e.expression.as_str()))
+            .collect();
         assert_eq!(
             got,
             vec![
@@ -164,7 +187,11 @@ mod tests {
                 ("bad", "${ 'unclosed }"),
             ]
         );
-        assert!(errors[0].message.contains("unknown name 'nope'"), "{}", errors[0].message);
+        assert!(
+            errors[0].message.contains("unknown name 'nope'"),
+            "{}",
+            errors[0].message
+        );
         assert!(errors[1].message.contains("division by zero"));
         assert!(errors[3].message.contains("not closed"));
     }
@@ -192,7 +219,11 @@ mod tests {
         let (out, errors) = evaluate_tree(&tree, &ctx);
         assert_eq!(out[0], json!(0));
         assert!(!errors.is_empty() && errors.len() < 20, "{}", errors.len());
-        assert!(errors.iter().all(|e| e.message.contains("used more than 20000 steps in total")));
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.message.contains("used more than 20000 steps in total"))
+        );
         assert_eq!(errors.last().map(|e| e.path.as_str()), Some("[19]"));
     }
 
@@ -208,10 +239,30 @@ mod tests {
         });
         let errors = check_tree(&tree);
         let paths: Vec<&str> = errors.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, vec!["stages[0].name", "stages[2].x['it''s']", "stages[2].x.y", "stages[2].x.z"]);
-        assert!(errors[0].message.contains("type references are not allowed"));
-        assert!(errors[1].message.contains("unknown helper function '#exec'"));
+        assert_eq!(
+            paths,
+            vec![
+                "stages[0].name",
+                "stages[2].x['it''s']",
+                "stages[2].x.y",
+                "stages[2].x.z"
+            ]
+        );
+        assert!(
+            errors[0]
+                .message
+                .contains("type references are not allowed")
+        );
+        assert!(
+            errors[1]
+                .message
+                .contains("unknown helper function '#exec'")
+        );
         assert_eq!(errors[3].expression, "${missing");
-        assert!(errors[3].to_string().starts_with("stages[2].x.z: expression starting at position 0"));
+        assert!(
+            errors[3]
+                .to_string()
+                .starts_with("stages[2].x.z: expression starting at position 0")
+        );
     }
 }

@@ -189,7 +189,10 @@ impl io::Write for LimitedWriter {
 
 /// Compact JSON text of `v`, or `None` if it would be longer than `limit` bytes.
 pub(crate) fn to_json_limited(v: &Value, limit: usize) -> Option<String> {
-    let mut w = LimitedWriter { buf: Vec::new(), limit };
+    let mut w = LimitedWriter {
+        buf: Vec::new(),
+        limit,
+    };
     serde_json::to_writer(&mut w, v).ok()?;
     String::from_utf8(w.buf).ok()
 }
@@ -206,7 +209,11 @@ mod tests {
             (json!(1), json!(1.0), true),
             (json!(1), json!("1"), false),
             (json!(null), json!(null), true),
-            (json!({"a": 1, "b": [1, 2]}), json!({"b": [1, 2.0], "a": 1}), true),
+            (
+                json!({"a": 1, "b": [1, 2]}),
+                json!({"b": [1, 2.0], "a": 1}),
+                true,
+            ),
             (json!({"a": 1}), json!({"a": 1, "b": 2}), false),
             (json!([1, 2]), json!([2, 1]), false),
             (json!(u64::MAX), json!(u64::MAX), true),
@@ -235,7 +242,10 @@ mod tests {
 
     #[test]
     fn json_output_is_limited() {
-        assert_eq!(to_json_limited(&json!({"a": [1]}), 100).as_deref(), Some(r#"{"a":[1]}"#));
+        assert_eq!(
+            to_json_limited(&json!({"a": [1]}), 100).as_deref(),
+            Some(r#"{"a":[1]}"#)
+        );
         assert_eq!(to_json_limited(&json!({"a": [1]}), 5), None);
     }
 

@@ -62,7 +62,9 @@ pub const TOKEN_FILE: &str = "admin.token";
 impl LocalAdmin {
     /// Uses an existing token.
     pub fn with_token(token: impl Into<String>) -> Self {
-        LocalAdmin { token: token.into() }
+        LocalAdmin {
+            token: token.into(),
+        }
     }
 
     /// Reads the token from `data_dir/admin.token`, creating it (mode 0600, 256 random bits)
@@ -191,7 +193,12 @@ mod tests {
         assert!(a.authenticate(&h).is_err());
         h.insert("authorization", "Bearer nope".parse().unwrap());
         assert!(a.authenticate(&h).is_err());
-        h.insert("authorization", "Bearer s3cret-token-value-that-is-long-enough".parse().unwrap());
+        h.insert(
+            "authorization",
+            "Bearer s3cret-token-value-that-is-long-enough"
+                .parse()
+                .unwrap(),
+        );
         assert_eq!(a.authenticate(&h).unwrap().name, "admin");
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));

@@ -29,14 +29,21 @@ pub enum ParseError {
 pub fn parse_text(text: &str) -> Result<Vec<Value>, ParseError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('{') || trimmed.starts_with('[') {
-        let v: Value = serde_json::from_str(text).map_err(|e| ParseError::Syntax(format!("invalid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| ParseError::Syntax(format!("invalid JSON: {e}")))?;
         return Ok(match v {
             Value::Array(items) => items,
             other => vec![other],
         });
     }
-    if text.contains("!!") || text.lines().any(|l| l.trim_start().starts_with('!') || l.contains(": !")) {
-        return Err(ParseError::Syntax("YAML tags are not allowed: documents are plain data".into()));
+    if text.contains("!!")
+        || text
+            .lines()
+            .any(|l| l.trim_start().starts_with('!') || l.contains(": !"))
+    {
+        return Err(ParseError::Syntax(
+            "YAML tags are not allowed: documents are plain data".into(),
+        ));
     }
     let options = serde_saphyr::options! { strict_booleans: true };
     let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, options)
@@ -103,7 +110,10 @@ pub fn validate_batch(
                 .unwrap_or(i);
             problems.push(Problem::new(
                 format!("documents[{idx}].application"),
-                format!("application \"{}\" does not exist; apply it first or in the same batch", p.application),
+                format!(
+                    "application \"{}\" does not exist; apply it first or in the same batch",
+                    p.application
+                ),
             ));
         }
     }
@@ -138,7 +148,11 @@ mod tests {
 
     #[test]
     fn yaml_tags_are_refused() {
-        for text in ["a: !!python/object:os.system 'id'\n", "a: !custom x\n", "!tag\na: 1\n"] {
+        for text in [
+            "a: !!python/object:os.system 'id'\n",
+            "a: !custom x\n",
+            "!tag\na: 1\n",
+        ] {
             assert!(parse_text(text).is_err(), "{text}");
         }
     }
@@ -160,7 +174,10 @@ mod tests {
             "documents[3].kind: is required",
             "documents[4].kind: unknown kind \"Widget\"",
         ] {
-            assert!(got.iter().any(|g| g.starts_with(want)), "missing {want} in {got:#?}");
+            assert!(
+                got.iter().any(|g| g.starts_with(want)),
+                "missing {want} in {got:#?}"
+            );
         }
         let ok = validate_batch(&docs[2..3], &registry(), &|a| a == "shop").unwrap();
         assert!(matches!(ok[0], Document::Pipeline(_)));

@@ -62,10 +62,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.parts();
         let (message, problems) = match &self {
-            ApiError::Invalid(p) => (
-                format!("{} problem(s) found", p.0.len()),
-                p.0.clone(),
-            ),
+            ApiError::Invalid(p) => (format!("{} problem(s) found", p.0.len()), p.0.clone()),
             ApiError::Internal(detail) => {
                 tracing::error!(error = %detail, "internal error");
                 ("internal error; see the server log".to_string(), Vec::new())
@@ -86,7 +83,9 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(m) => ApiError::Conflict(m),
-            StoreError::Backend(m) => ApiError::Unavailable(format!("the store is unavailable: {m}")),
+            StoreError::Backend(m) => {
+                ApiError::Unavailable(format!("the store is unavailable: {m}"))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -32,8 +32,14 @@ use tokio::net::TcpListener;
 /// The whole API as a router (test it with `tower::ServiceExt::oneshot`).
 pub fn app(state: AppState) -> Router {
     routes::router()
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::authorize,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -41,13 +47,20 @@ pub fn app(state: AppState) -> Router {
 }
 
 async fn not_found() -> impl IntoResponse {
-    (StatusCode::NOT_FOUND, Json(error::error_body("not_found", "no such route", &[])))
+    (
+        StatusCode::NOT_FOUND,
+        Json(error::error_body("not_found", "no such route", &[])),
+    )
 }
 
 async fn method_not_allowed() -> impl IntoResponse {
     (
         StatusCode::METHOD_NOT_ALLOWED,
-        Json(error::error_body("method_not_allowed", "method not allowed on this route", &[])),
+        Json(error::error_body(
+            "method_not_allowed",
+            "method not allowed on this route",
+            &[],
+        )),
     )
 }
 
@@ -60,8 +73,10 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = state.shutdown.clone();
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
         shutdown.await;
+        stopping.cancel();
         let _ = tx.send(());
     });
     let server = tokio::spawn(async move { server.await });
@@ -90,9 +105,19 @@ pub fn execution_json(e: &ferry_core::Execution) -> Value {
 /// Field names whose values are never shown.
 fn is_secret_key(key: &str) -> bool {
     let k = key.to_ascii_lowercase().replace(['-', '_'], "");
-    ["password", "passwd", "secret", "token", "apikey", "authorization", "credential", "privatekey", "cookie"]
-        .iter()
-        .any(|s| k.contains(s))
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "apikey",
+        "authorization",
+        "credential",
+        "privatekey",
+        "cookie",
+    ]
+    .iter()
+    .any(|s| k.contains(s))
 }
 
 /// Replaces the values of secret-looking fields (and every value of `customHeaders`) with
@@ -107,7 +132,8 @@ pub fn redact_secrets(v: &mut Value) {
                             *hv = Value::String("***".into());
                         }
                     }
-                } else if is_secret_key(k) && !val.is_null() && !val.is_object() && !val.is_array() {
+                } else if is_secret_key(k) && !val.is_null() && !val.is_object() && !val.is_array()
+                {
                     *val = Value::String("***".into());
                 } else {
                     redact_secrets(val);

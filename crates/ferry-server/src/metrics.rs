@@ -48,20 +48,59 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ferry");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         let transitions = Gauge::default();
         let commits = Gauge::default();
         let commit_failures = Gauge::default();
         let live = Gauge::default();
         let steps = Gauge::default();
-        registry.register("http_requests", "HTTP requests by method, route and status", requests.clone());
-        registry.register("http_request_duration_seconds", "HTTP request latency", latency.clone());
-        registry.register("engine_transitions", "State transitions applied since start (a counter)", transitions.clone());
-        registry.register("engine_commits", "Store commits since start (a counter)", commits.clone());
-        registry.register("engine_commit_failures", "Failed commits retried since start (a counter)", commit_failures.clone());
-        registry.register("engine_live_executions", "Executions held by the engine", live.clone());
-        registry.register("engine_steps_in_flight", "Stage steps running now", steps.clone());
-        Metrics { registry, requests, latency, transitions, commits, commit_failures, live, steps }
+        registry.register(
+            "http_requests",
+            "HTTP requests by method, route and status",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            latency.clone(),
+        );
+        registry.register(
+            "engine_transitions",
+            "State transitions applied since start (a counter)",
+            transitions.clone(),
+        );
+        registry.register(
+            "engine_commits",
+            "Store commits since start (a counter)",
+            commits.clone(),
+        );
+        registry.register(
+            "engine_commit_failures",
+            "Failed commits retried since start (a counter)",
+            commit_failures.clone(),
+        );
+        registry.register(
+            "engine_live_executions",
+            "Executions held by the engine",
+            live.clone(),
+        );
+        registry.register(
+            "engine_steps_in_flight",
+            "Stage steps running now",
+            steps.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            transitions,
+            commits,
+            commit_failures,
+            live,
+            steps,
+        }
     }
 }
 
@@ -77,11 +116,18 @@ pub async fn track(State(s): State<AppState>, req: Request, next: Next) -> Respo
     let res = next.run(req).await;
     s.metrics
         .latency
-        .get_or_create(&RouteLabels { method: method.clone(), route: route.clone() })
+        .get_or_create(&RouteLabels {
+            method: method.clone(),
+            route: route.clone(),
+        })
         .observe(start.elapsed().as_secs_f64());
     s.metrics
         .requests
-        .get_or_create(&RequestLabels { method, route, status: res.status().as_u16() })
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: res.status().as_u16(),
+        })
         .inc();
     res
 }
@@ -92,15 +138,23 @@ pub async fn render(State(s): State<AppState>) -> Response {
     let m = &s.metrics;
     m.transitions.set(stats.transitions.load(Ordering::Relaxed));
     m.commits.set(stats.commits.load(Ordering::Relaxed));
-    m.commit_failures.set(stats.commit_failures.load(Ordering::Relaxed));
+    m.commit_failures
+        .set(stats.commit_failures.load(Ordering::Relaxed));
     m.live.set(stats.live_executions.load(Ordering::Relaxed));
     m.steps.set(stats.steps_in_flight.load(Ordering::Relaxed));
     let mut out = String::new();
     if encode(&mut out, &m.registry).is_err() {
-        return (http::StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response();
+        return (
+            http::StatusCode::INTERNAL_SERVER_ERROR,
+            "metrics encoding failed",
+        )
+            .into_response();
     }
     (
-        [(http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         out,
     )
         .into_response()

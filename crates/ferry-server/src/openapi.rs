@@ -55,7 +55,10 @@ pub fn document() -> Value {
 
 fn operation_id(method: &str, path: &str) -> String {
     let mut id = method.to_lowercase();
-    for seg in path.split('/').filter(|s| !s.is_empty() && *s != "api" && *s != "v1") {
+    for seg in path
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != "api" && *s != "v1")
+    {
         let seg = seg.trim_start_matches('{').trim_end_matches('}');
         let mut chars = seg.chars();
         if let Some(c) = chars.next() {

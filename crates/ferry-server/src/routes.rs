@@ -18,7 +18,7 @@ use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
 /// One API route.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// HTTP method.
     pub method: Method,
@@ -32,40 +32,220 @@ pub struct Route {
     pub body: bool,
 }
 
-const fn r(method: Method, path: &'static str, action: Action, summary: &'static str, body: bool) -> Route {
-    Route { method, path, action, summary, body }
+const fn r(
+    method: Method,
+    path: &'static str,
+    action: Action,
+    summary: &'static str,
+    body: bool,
+) -> Route {
+    Route {
+        method,
+        path,
+        action,
+        summary,
+        body,
+    }
 }
 
 /// Every route Ferry serves.
 pub const ROUTES: &[Route] = &[
-    r(Method::GET, "/healthz", Action::Public, "Liveness: the process is up", false),
-    r(Method::GET, "/readyz", Action::Public, "Readiness: the store answers and the engine runs", false),
-    r(Method::GET, "/metrics", Action::Public, "Prometheus metrics", false),
-    r(Method::GET, "/api/v1/openapi.json", Action::Public, "This document", false),
-    r(Method::GET, "/api/v1/whoami", Action::Read, "The calling principal", false),
-    r(Method::GET, "/api/v1/stage-types", Action::Read, "Registered stage types", false),
-    r(Method::GET, "/api/v1/applications", Action::Read, "List applications", false),
-    r(Method::POST, "/api/v1/applications", Action::Write, "Create or update an application", true),
-    r(Method::GET, "/api/v1/applications/{app}", Action::Read, "Get an application", false),
-    r(Method::DELETE, "/api/v1/applications/{app}", Action::Write, "Delete an application without pipelines", false),
-    r(Method::GET, "/api/v1/pipelines", Action::Read, "List pipelines (latest versions); ?application=", false),
-    r(Method::POST, "/api/v1/pipelines", Action::Write, "Save a pipeline (Spinnaker JSON); a new version when changed", true),
-    r(Method::POST, "/api/v1/pipelines/validate", Action::Read, "Validate a pipeline without saving it", true),
-    r(Method::GET, "/api/v1/pipelines/{id}", Action::Read, "Get a pipeline's latest version", false),
-    r(Method::DELETE, "/api/v1/pipelines/{id}", Action::Write, "Delete a pipeline and its history", false),
-    r(Method::GET, "/api/v1/pipelines/{id}/history", Action::Read, "Every saved version, newest first", false),
-    r(Method::POST, "/api/v1/pipelines/{id}/run", Action::Execute, "Run a pipeline: {parameters}", true),
-    r(Method::POST, "/api/v1/applications/{app}/pipelines/{name}/run", Action::Execute, "Run a pipeline by application and name: {parameters}", true),
-    r(Method::POST, "/api/v1/apply", Action::Write, "Validate a batch of documents whole, then store them: {documents: [...]}", true),
-    r(Method::GET, "/api/v1/executions", Action::Read, "List executions, newest first; ?application=&pipeline=&status=&limit=", false),
-    r(Method::GET, "/api/v1/executions/{id}", Action::Read, "Get an execution with its stages", false),
-    r(Method::GET, "/api/v1/executions/{id}/events", Action::Read, "Server-sent events: the execution after every change, until it completes", false),
-    r(Method::POST, "/api/v1/executions/{id}/cancel", Action::Execute, "Cancel a run: {reason}", true),
-    r(Method::POST, "/api/v1/executions/{id}/pause", Action::Execute, "Pause a run", false),
-    r(Method::POST, "/api/v1/executions/{id}/resume", Action::Execute, "Resume a paused run", false),
-    r(Method::POST, "/api/v1/executions/{id}/stages/{stage}/restart", Action::Execute, "Restart a stage and everything downstream", false),
-    r(Method::POST, "/api/v1/executions/{id}/stages/{stage}/judgment", Action::Execute, "Judge a manual judgment: {judgmentStatus: continue|stop, judgmentInput}", true),
-    r(Method::POST, "/api/v1/executions/{id}/stages/{stage}/input", Action::Execute, "Give a running stage input, e.g. {skipRemainingWait: true}", true),
+    r(
+        Method::GET,
+        "/healthz",
+        Action::Public,
+        "Liveness: the process is up",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/readyz",
+        Action::Public,
+        "Readiness: the store answers and the engine runs",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/metrics",
+        Action::Public,
+        "Prometheus metrics",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/openapi.json",
+        Action::Public,
+        "This document",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/whoami",
+        Action::Read,
+        "The calling principal",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/stage-types",
+        Action::Read,
+        "Registered stage types",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/applications",
+        Action::Read,
+        "List applications",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/applications",
+        Action::Write,
+        "Create or update an application",
+        true,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/applications/{app}",
+        Action::Read,
+        "Get an application",
+        false,
+    ),
+    r(
+        Method::DELETE,
+        "/api/v1/applications/{app}",
+        Action::Write,
+        "Delete an application without pipelines",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/pipelines",
+        Action::Read,
+        "List pipelines (latest versions); ?application=",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/pipelines",
+        Action::Write,
+        "Save a pipeline (Spinnaker JSON); a new version when changed",
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/pipelines/validate",
+        Action::Read,
+        "Validate a pipeline without saving it",
+        true,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/pipelines/{id}",
+        Action::Read,
+        "Get a pipeline's latest version",
+        false,
+    ),
+    r(
+        Method::DELETE,
+        "/api/v1/pipelines/{id}",
+        Action::Write,
+        "Delete a pipeline and its history",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/pipelines/{id}/history",
+        Action::Read,
+        "Every saved version, newest first",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/pipelines/{id}/run",
+        Action::Execute,
+        "Run a pipeline: {parameters}",
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/applications/{app}/pipelines/{name}/run",
+        Action::Execute,
+        "Run a pipeline by application and name: {parameters}",
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/apply",
+        Action::Write,
+        "Validate a batch of documents whole, then store them: {documents: [...]}",
+        true,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/executions",
+        Action::Read,
+        "List executions, newest first; ?application=&pipeline=&status=&limit=",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/executions/{id}",
+        Action::Read,
+        "Get an execution with its stages",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/executions/{id}/events",
+        Action::Read,
+        "Server-sent events: the execution after every change, until it completes",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/executions/{id}/cancel",
+        Action::Execute,
+        "Cancel a run: {reason}",
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/executions/{id}/pause",
+        Action::Execute,
+        "Pause a run",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/executions/{id}/resume",
+        Action::Execute,
+        "Resume a paused run",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/executions/{id}/stages/{stage}/restart",
+        Action::Execute,
+        "Restart a stage and everything downstream",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/executions/{id}/stages/{stage}/judgment",
+        Action::Execute,
+        "Judge a manual judgment: {judgmentStatus: continue|stop, judgmentInput}",
+        true,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/executions/{id}/stages/{stage}/input",
+        Action::Execute,
+        "Give a running stage input, e.g. {skipRemainingWait: true}",
+        true,
+    ),
 ];
 
 /// The route with this method and path pattern.
@@ -120,7 +300,9 @@ pub fn router() -> axum::Router<AppState> {
     }
     by_path
         .into_iter()
-        .fold(axum::Router::new(), |router, (path, mr)| router.route(path, mr))
+        .fold(axum::Router::new(), |router, (path, mr)| {
+            router.route(path, mr)
+        })
 }
 
 async fn unrouted() -> ApiError {
@@ -153,15 +335,23 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for Body {
             .await
             .map_err(|e| {
                 let status = e.status();
-                let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "too_large" } else { "bad_request" };
-                (status, Json(crate::error::error_body(code, &e.body_text(), &[]))).into_response()
+                let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "bad_request"
+                };
+                (
+                    status,
+                    Json(crate::error::error_body(code, &e.body_text(), &[])),
+                )
+                    .into_response()
             })?;
         if bytes.is_empty() {
             return Ok(Body(Value::Object(Map::new())));
         }
-        serde_json::from_slice(&bytes)
-            .map(Body)
-            .map_err(|e| ApiError::BadRequest(format!("body is not valid JSON: {e}")).into_response())
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| {
+            ApiError::BadRequest(format!("body is not valid JSON: {e}")).into_response()
+        })
     }
 }
 
@@ -172,8 +362,16 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AppState>) -> Response {
     let store_ok = s.store.get_application("").await.is_ok();
     let engine_ok = s.engine.is_running();
-    let status = if store_ok && engine_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (status, Json(json!({"store": store_ok, "engine": engine_ok}))).into_response()
+    let status = if store_ok && engine_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({"store": store_ok, "engine": engine_ok})),
+    )
+        .into_response()
 }
 
 async fn openapi() -> Json<Value> {
@@ -192,19 +390,28 @@ async fn list_applications(State(s): State<AppState>) -> Result<Json<Value>, Api
     Ok(Json(json!(s.store.list_applications().await?)))
 }
 
-async fn put_application(State(s): State<AppState>, Body(body): Body) -> Result<Json<Value>, ApiError> {
+async fn put_application(
+    State(s): State<AppState>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
     let app = Application::parse(&body)?;
     Ok(Json(json!(s.store.put_application(&app).await?)))
 }
 
-async fn get_application(State(s): State<AppState>, Path(app): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_application(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     match s.store.get_application(&app).await? {
         Some(a) => Ok(Json(json!(a))),
         None => Err(ApiError::NotFound(format!("no application \"{app}\""))),
     }
 }
 
-async fn delete_application(State(s): State<AppState>, Path(app): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_application(
+    State(s): State<AppState>,
+    Path(app): Path<String>,
+) -> Result<StatusCode, ApiError> {
     if s.store.delete_application(&app).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -217,11 +424,20 @@ struct AppQuery {
     application: Option<String>,
 }
 
-async fn list_pipelines(State(s): State<AppState>, Query(q): Query<AppQuery>) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(s.store.list_pipelines(q.application.as_deref()).await?)))
+async fn list_pipelines(
+    State(s): State<AppState>,
+    Query(q): Query<AppQuery>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(json!(
+        s.store.list_pipelines(q.application.as_deref()).await?
+    )))
 }
 
-async fn save_pipeline(State(s): State<AppState>, Caller(who): Caller, Body(body): Body) -> Result<Json<Value>, ApiError> {
+async fn save_pipeline(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
     let stored = apply_documents(&s, &who, vec![with_kind(body, "Pipeline")]).await?;
     Ok(Json(stored.into_iter().next().unwrap_or(Value::Null)))
 }
@@ -235,19 +451,30 @@ fn with_kind(mut doc: Value, kind: &str) -> Value {
     doc
 }
 
-async fn validate_pipeline(State(s): State<AppState>, Body(body): Body) -> Result<Json<Value>, ApiError> {
+async fn validate_pipeline(
+    State(s): State<AppState>,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
     let p = ferry_engine::validate_pipeline(&body, s.engine.registry())?;
-    Ok(Json(json!({"valid": true, "application": p.application, "name": p.name, "stages": p.stages.len()})))
+    Ok(Json(
+        json!({"valid": true, "application": p.application, "name": p.name, "stages": p.stages.len()}),
+    ))
 }
 
-async fn get_pipeline(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_pipeline(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     match s.store.get_pipeline(&id).await? {
         Some(p) => Ok(Json(json!(p))),
         None => Err(ApiError::NotFound(format!("no pipeline \"{id}\""))),
     }
 }
 
-async fn delete_pipeline(State(s): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn delete_pipeline(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     if s.store.delete_pipeline(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -255,7 +482,10 @@ async fn delete_pipeline(State(s): State<AppState>, Path(id): Path<String>) -> R
     }
 }
 
-async fn pipeline_history(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn pipeline_history(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     let h = s.store.pipeline_history(&id).await?;
     if h.is_empty() {
         return Err(ApiError::NotFound(format!("no pipeline \"{id}\"")));
@@ -286,7 +516,10 @@ async fn run_pipeline(
     let Some(record) = s.store.get_pipeline(&id).await? else {
         return Err(ApiError::NotFound(format!("no pipeline \"{id}\"")));
     };
-    let exec = s.engine.run_pipeline(&record, run_request(&who, &body)?).await?;
+    let exec = s
+        .engine
+        .run_pipeline(&record, run_request(&who, &body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": exec}))).into_response())
 }
 
@@ -297,25 +530,50 @@ async fn run_by_name(
     Body(body): Body,
 ) -> Result<Response, ApiError> {
     let Some(record) = s.store.find_pipeline(&app, &name).await? else {
-        return Err(ApiError::NotFound(format!("no pipeline \"{name}\" in application \"{app}\"")));
+        return Err(ApiError::NotFound(format!(
+            "no pipeline \"{name}\" in application \"{app}\""
+        )));
     };
-    let exec = s.engine.run_pipeline(&record, run_request(&who, &body)?).await?;
+    let exec = s
+        .engine
+        .run_pipeline(&record, run_request(&who, &body)?)
+        .await?;
     Ok((StatusCode::CREATED, Json(json!({"id": exec}))).into_response())
 }
 
-async fn apply(State(s): State<AppState>, Caller(who): Caller, Body(body): Body) -> Result<Json<Value>, ApiError> {
+async fn apply(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Body(body): Body,
+) -> Result<Json<Value>, ApiError> {
     let docs = match body.get("documents") {
         Some(Value::Array(d)) => d.clone(),
-        _ => return Err(ApiError::BadRequest("body must be {\"documents\": [...]}".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "body must be {\"documents\": [...]}".into(),
+            ));
+        }
     };
     let stored = apply_documents(&s, &who, docs).await?;
     Ok(Json(json!({"applied": stored})))
 }
 
 /// Validates a batch whole, then stores it: applications first, then pipelines.
-async fn apply_documents(s: &AppState, who: &Principal, docs: Vec<Value>) -> Result<Vec<Value>, ApiError> {
-    let known: Vec<String> = s.store.list_applications().await?.into_iter().map(|a| a.name).collect();
-    let validated = documents::validate_batch(&docs, s.engine.registry(), &|a| known.iter().any(|k| k == a))?;
+async fn apply_documents(
+    s: &AppState,
+    who: &Principal,
+    docs: Vec<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    let known: Vec<String> = s
+        .store
+        .list_applications()
+        .await?
+        .into_iter()
+        .map(|a| a.name)
+        .collect();
+    let validated = documents::validate_batch(&docs, s.engine.registry(), &|a| {
+        known.iter().any(|k| k == a)
+    })?;
     let mut out = Vec::new();
     for d in &validated {
         if let Document::Application(a) = d {
@@ -340,10 +598,22 @@ struct ExecQuery {
     limit: Option<usize>,
 }
 
-async fn list_executions(State(s): State<AppState>, Query(q): Query<ExecQuery>) -> Result<Json<Value>, ApiError> {
+async fn list_executions(
+    State(s): State<AppState>,
+    Query(q): Query<ExecQuery>,
+) -> Result<Json<Value>, ApiError> {
     let mut statuses = Vec::new();
-    for st in q.status.as_deref().unwrap_or("").split(',').filter(|x| !x.is_empty()) {
-        statuses.push(Status::parse(st).ok_or_else(|| ApiError::BadRequest(format!("unknown status \"{st}\"")))?);
+    for st in q
+        .status
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|x| !x.is_empty())
+    {
+        statuses.push(
+            Status::parse(st)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown status \"{st}\"")))?,
+        );
     }
     let filter = ExecutionFilter {
         application: q.application,
@@ -354,26 +624,67 @@ async fn list_executions(State(s): State<AppState>, Query(q): Query<ExecQuery>) 
     Ok(Json(json!(s.store.list_executions(&filter).await?)))
 }
 
-async fn get_execution(State(s): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_execution(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     match s.engine.get_execution(&id).await? {
         Some(e) => Ok(Json(crate::execution_json(&e))),
         None => Err(ApiError::NotFound(format!("no execution \"{id}\""))),
     }
 }
 
-async fn cancel(State(s): State<AppState>, Caller(who): Caller, Path(id): Path<String>, Body(body): Body) -> Result<StatusCode, ApiError> {
-    let reason = body.get("reason").and_then(Value::as_str).map(str::to_string);
-    s.engine.command(&id, Command::Cancel { user: who.name.clone(), reason }).await?;
+async fn cancel(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    Body(body): Body,
+) -> Result<StatusCode, ApiError> {
+    let reason = body
+        .get("reason")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    s.engine
+        .command(
+            &id,
+            Command::Cancel {
+                user: who.name.clone(),
+                reason,
+            },
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn pause(State(s): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    s.engine.command(&id, Command::Pause { user: who.name.clone() }).await?;
+async fn pause(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.engine
+        .command(
+            &id,
+            Command::Pause {
+                user: who.name.clone(),
+            },
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
-async fn resume(State(s): State<AppState>, Caller(who): Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    s.engine.command(&id, Command::Resume { user: who.name.clone() }).await?;
+async fn resume(
+    State(s): State<AppState>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.engine
+        .command(
+            &id,
+            Command::Resume {
+                user: who.name.clone(),
+            },
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -382,7 +693,15 @@ async fn restart_stage(
     Caller(who): Caller,
     Path((id, stage)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    s.engine.command(&id, Command::RestartStage { stage, user: who.name.clone() }).await?;
+    s.engine
+        .command(
+            &id,
+            Command::RestartStage {
+                stage,
+                user: who.name.clone(),
+            },
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -397,12 +716,25 @@ async fn judge(
         Some(st @ ("continue" | "stop")) => {
             input.insert("judgmentStatus".into(), Value::String(st.into()));
         }
-        _ => return Err(ApiError::BadRequest("judgmentStatus must be \"continue\" or \"stop\"".into())),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "judgmentStatus must be \"continue\" or \"stop\"".into(),
+            ));
+        }
     }
     if let Some(v) = body.get("judgmentInput").filter(|v| !v.is_null()) {
         input.insert("judgmentInput".into(), v.clone());
     }
-    s.engine.command(&id, Command::StageInput { stage, input, user: who.name.clone() }).await?;
+    s.engine
+        .command(
+            &id,
+            Command::StageInput {
+                stage,
+                input,
+                user: who.name.clone(),
+            },
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -415,6 +747,15 @@ async fn stage_input(
     let Value::Object(input) = body else {
         return Err(ApiError::BadRequest("input must be a JSON object".into()));
     };
-    s.engine.command(&id, Command::StageInput { stage, input, user: who.name.clone() }).await?;
+    s.engine
+        .command(
+            &id,
+            Command::StageInput {
+                stage,
+                input,
+                user: who.name.clone(),
+            },
+        )
+        .await?;
     Ok(StatusCode::ACCEPTED)
 }

@@ -21,13 +21,18 @@ pub async fn execution_events(
         return Err(ApiError::NotFound(format!("no execution \"{id}\"")));
     };
     let engine = s.engine.clone();
+    let stopping = s.shutdown.clone();
     let stream = async_stream(move |tx| async move {
         let mut done = first.status.is_complete();
         if tx.send(event(&first)).await.is_err() {
             return;
         }
         while !done {
-            let changed = match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+            let next = tokio::select! {
+                _ = stopping.cancelled() => return,
+                r = tokio::time::timeout(Duration::from_secs(5), rx.recv()) => r,
+            };
+            let changed = match next {
                 Ok(Ok(e)) => e.execution_id == id,
                 Ok(Err(RecvError::Lagged(_))) => true,
                 Ok(Err(RecvError::Closed)) => return,

@@ -21,4 +21,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body, bytes (larger gets 413).
     pub max_body_bytes: usize,
+    /// Cancelled when the server starts shutting down, so long-lived responses (event
+    /// streams) end instead of holding the shutdown up.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }

@@ -20,15 +20,19 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite { path: dir.path().join("ferry.db") })
-        .await
-        .unwrap();
+    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
+        path: dir.path().join("ferry.db"),
+    })
+    .await
+    .unwrap();
     let registry = ferry_stages::core_registry(&ferry_stages::StageServices {
         http: ferry_http::GuardedClient::new(ferry_http::UrlPolicy::deny_all()).unwrap(),
         notifier: Arc::new(ferry_stages::LogNotifier),
         work_dir: dir.path().join("work"),
     });
-    let (engine, _join) = Engine::start(store.clone(), registry, EngineConfig::default()).await.unwrap();
+    let (engine, _join) = Engine::start(store.clone(), registry, EngineConfig::default())
+        .await
+        .unwrap();
     let state = AppState {
         engine,
         store,
@@ -36,31 +40,46 @@ async fn harness() -> Harness {
         authz: Arc::new(AdminOnly),
         metrics: Arc::new(metrics::Metrics::default()),
         max_body_bytes: 64 * 1024,
+        shutdown: Default::default(),
     };
-    Harness { app: app(state), _dir: dir }
+    Harness {
+        app: app(state),
+        _dir: dir,
+    }
 }
 
 impl Harness {
-    async fn call(&self, method: Method, path: &str, body: Option<Value>, token: bool) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: bool,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if token {
             req = req.header("authorization", format!("Bearer {TOKEN}"));
         }
         let req = match body {
-            Some(b) => req.header("content-type", "application/json").body(Body::from(b.to_string())),
+            Some(b) => req
+                .header("content-type", "application/json")
+                .body(Body::from(b.to_string())),
             None => req.body(Body::empty()),
         }
         .unwrap();
         let res = self.app.clone().oneshot(req).await.unwrap();
         let status = res.status();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
         (status, v)
     }
 
     async fn wait_status(&self, id: &str, want: &str) -> Value {
         for _ in 0..200 {
-            let (_, e) = self.call(Method::GET, &format!("/api/v1/executions/{id}"), None, true).await;
+            let (_, e) = self
+                .call(Method::GET, &format!("/api/v1/executions/{id}"), None, true)
+                .await;
             if e["status"] == want {
                 return e;
             }
@@ -71,40 +90,75 @@ impl Harness {
 }
 
 fn concrete(path: &str) -> String {
-    path.replace("{app}", "shop").replace("{id}", "x").replace("{name}", "p").replace("{stage}", "1")
+    path.replace("{app}", "shop")
+        .replace("{id}", "x")
+        .replace("{name}", "p")
+        .replace("{stage}", "1")
 }
 
 #[tokio::test]
 async fn every_route_needs_a_token_except_the_public_list() {
     let h = harness().await;
-    let public: Vec<&str> = ROUTES.iter().filter(|r| r.action == Action::Public).map(|r| r.path).collect();
-    assert_eq!(public, vec!["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]);
+    let public: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| r.action == Action::Public)
+        .map(|r| r.path)
+        .collect();
+    assert_eq!(
+        public,
+        vec!["/healthz", "/readyz", "/metrics", "/api/v1/openapi.json"]
+    );
     for r in ROUTES {
         let body = r.body.then(|| json!({}));
-        let (status, v) = h.call(r.method.clone(), &concrete(r.path), body.clone(), false).await;
+        let (status, v) = h
+            .call(r.method.clone(), &concrete(r.path), body.clone(), false)
+            .await;
         if r.action == Action::Public {
             assert_ne!(status, StatusCode::UNAUTHORIZED, "{} {}", r.method, r.path);
         } else {
-            assert_eq!(status, StatusCode::UNAUTHORIZED, "{} {} must require a token", r.method, r.path);
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{} {} must require a token",
+                r.method,
+                r.path
+            );
             assert_eq!(v["error"]["code"], "unauthenticated");
         }
         // With a token, every route reaches a real handler.
-        let (status, v) = h.call(r.method.clone(), &concrete(r.path), body, true).await;
-        assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR, "{} {} -> {v}", r.method, r.path);
+        let (status, v) = h
+            .call(r.method.clone(), &concrete(r.path), body, true)
+            .await;
+        assert_ne!(
+            status,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{} {} -> {v}",
+            r.method,
+            r.path
+        );
     }
-    let (status, _) = h.call(Method::GET, "/api/v1/applications", None, false).await;
+    let (status, _) = h
+        .call(Method::GET, "/api/v1/applications", None, false)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn openapi_lists_every_route() {
     let h = harness().await;
-    let (status, doc) = h.call(Method::GET, "/api/v1/openapi.json", None, false).await;
+    let (status, doc) = h
+        .call(Method::GET, "/api/v1/openapi.json", None, false)
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
     for r in ROUTES {
         let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
-        assert!(op.is_object(), "{} {} missing from OpenAPI", r.method, r.path);
+        assert!(
+            op.is_object(),
+            "{} {} missing from OpenAPI",
+            r.method,
+            r.path
+        );
     }
 }
 
@@ -114,10 +168,14 @@ async fn errors_have_one_shape() {
     let (status, v) = h.call(Method::GET, "/api/v1/nope", None, true).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
-    let (status, v) = h.call(Method::GET, "/api/v1/executions/missing", None, true).await;
+    let (status, v) = h
+        .call(Method::GET, "/api/v1/executions/missing", None, true)
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(v["error"]["message"].as_str().unwrap().contains("missing"));
-    let (status, v) = h.call(Method::PUT, "/api/v1/applications", None, true).await;
+    let (status, v) = h
+        .call(Method::PUT, "/api/v1/applications", None, true)
+        .await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(v["error"]["code"], "method_not_allowed");
 }
@@ -126,7 +184,9 @@ async fn errors_have_one_shape() {
 async fn oversized_bodies_get_413() {
     let h = harness().await;
     let big = json!({"name": "x".repeat(100 * 1024)});
-    let (status, v) = h.call(Method::POST, "/api/v1/applications", Some(big), true).await;
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/applications", Some(big), true)
+        .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(v["error"]["code"], "too_large");
 }
@@ -142,9 +202,16 @@ async fn an_invalid_batch_reports_every_problem_and_stores_nothing() {
             {"refId": "3", "type": "wait", "waitTime": "${parameters.t +}"}
         ]}
     ]});
-    let (status, v) = h.call(Method::POST, "/api/v1/apply", Some(batch), true).await;
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/apply", Some(batch), true)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    let paths: Vec<&str> = v["error"]["problems"].as_array().unwrap().iter().map(|p| p["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = v["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
     for want in [
         "documents[1].stages[0].waitTime",
         "documents[1].stages[1].refId",
@@ -154,8 +221,14 @@ async fn an_invalid_batch_reports_every_problem_and_stores_nothing() {
     ] {
         assert!(paths.contains(&want), "missing {want} in {paths:?}");
     }
-    let (_, apps) = h.call(Method::GET, "/api/v1/applications", None, true).await;
-    assert_eq!(apps, json!([]), "nothing may be stored from an invalid batch");
+    let (_, apps) = h
+        .call(Method::GET, "/api/v1/applications", None, true)
+        .await;
+    assert_eq!(
+        apps,
+        json!([]),
+        "nothing may be stored from an invalid batch"
+    );
 }
 
 #[tokio::test]
@@ -173,21 +246,35 @@ async fn apply_run_judge_and_watch_a_pipeline() {
                 {"type": "expression", "context": {"expression": "${#judgment('Approve') == 'ship' && target == 'prod-cluster'}"}}]}
          ]}
     ]});
-    let (status, v) = h.call(Method::POST, "/api/v1/apply", Some(batch.clone()), true).await;
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/apply", Some(batch.clone()), true)
+        .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["applied"][1]["version"], 1);
     // Re-applying the same documents writes no new version.
-    let (_, v) = h.call(Method::POST, "/api/v1/apply", Some(batch), true).await;
+    let (_, v) = h
+        .call(Method::POST, "/api/v1/apply", Some(batch), true)
+        .await;
     assert_eq!(v["applied"][1]["version"], 1);
 
     let (status, v) = h
-        .call(Method::POST, "/api/v1/applications/shop/pipelines/release/run", Some(json!({"parameters": {"env": "staging"}})), true)
+        .call(
+            Method::POST,
+            "/api/v1/applications/shop/pipelines/release/run",
+            Some(json!({"parameters": {"env": "staging"}})),
+            true,
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"]["problems"][0]["path"], "parameters.env");
 
     let (status, v) = h
-        .call(Method::POST, "/api/v1/applications/shop/pipelines/release/run", Some(json!({"parameters": {"env": "prod"}})), true)
+        .call(
+            Method::POST,
+            "/api/v1/applications/shop/pipelines/release/run",
+            Some(json!({"parameters": {"env": "prod"}})),
+            true,
+        )
         .await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
     let id = v["id"].as_str().unwrap().to_string();
@@ -197,24 +284,49 @@ async fn apply_run_judge_and_watch_a_pipeline() {
 
     // Wait for the judgment stage, then judge with a wrong input, then the right one.
     for _ in 0..200 {
-        let (_, e) = h.call(Method::GET, &format!("/api/v1/executions/{id}"), None, true).await;
+        let (_, e) = h
+            .call(Method::GET, &format!("/api/v1/executions/{id}"), None, true)
+            .await;
         if e["stages"][1]["status"] == "RUNNING" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
     let judge = format!("/api/v1/executions/{id}/stages/2/judgment");
-    let (status, v) = h.call(Method::POST, &judge, Some(json!({"judgmentStatus": "continue", "judgmentInput": "maybe"})), true).await;
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &judge,
+            Some(json!({"judgmentStatus": "continue", "judgmentInput": "maybe"})),
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{v}");
-    let (status, _) = h.call(Method::POST, &judge, Some(json!({"judgmentStatus": "continue", "judgmentInput": "ship"})), true).await;
+    let (status, _) = h
+        .call(
+            Method::POST,
+            &judge,
+            Some(json!({"judgmentStatus": "continue", "judgmentInput": "ship"})),
+            true,
+        )
+        .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let e = h.wait_status(&id, "SUCCEEDED").await;
     assert_eq!(e["stages"][1]["context"]["lastModifiedBy"], "admin");
     assert_eq!(e["stages"][0]["outputs"]["target"], "prod-cluster");
 
-    let (_, list) = h.call(Method::GET, "/api/v1/executions?application=shop&status=SUCCEEDED", None, true).await;
+    let (_, list) = h
+        .call(
+            Method::GET,
+            "/api/v1/executions?application=shop&status=SUCCEEDED",
+            None,
+            true,
+        )
+        .await;
     assert_eq!(list.as_array().unwrap().len(), 1);
-    let (status, _) = h.call(Method::GET, "/api/v1/executions?status=BOGUS", None, true).await;
+    let (status, _) = h
+        .call(Method::GET, "/api/v1/executions?status=BOGUS", None, true)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     let (status, m) = h.call(Method::GET, "/metrics", None, false).await;
@@ -229,6 +341,9 @@ async fn secrets_are_redacted_in_executions() {
     let mut v = json!({"stages": [{"context": {"customHeaders": {"X-Api": "abc"}, "password": "p", "nested": {"apiToken": "t", "name": "ok"}}}]});
     redact_secrets(&mut v);
     let s = v.to_string();
-    assert!(!s.contains("abc") && !s.contains("\"p\"") && !s.contains("\"t\""), "{s}");
+    assert!(
+        !s.contains("abc") && !s.contains("\"p\"") && !s.contains("\"t\""),
+        "{s}"
+    );
     assert!(s.contains("\"ok\""));
 }

@@ -39,10 +39,26 @@ impl TypedStage for EvaluateVariables {
                 continue;
             }
             if out.iter().any(|(k, _)| k == key) {
-                f.problem(&format!("variables[{i}].key"), format!("duplicate variable \"{key}\""));
+                f.problem(
+                    &format!("variables[{i}].key"),
+                    format!("duplicate variable \"{key}\""),
+                );
                 continue;
             }
-            out.push((key.to_string(), item.get("value").cloned().unwrap_or(Value::Null)));
+            let value = item.get("value").cloned().unwrap_or(Value::Null);
+            // `variables` is evaluated by the step, not by the engine, so its expressions are
+            // parse-checked here when the pipeline is validated.
+            if f.is_lenient() {
+                for e in ferry_expr::check_tree(&value) {
+                    let path =
+                        ferry_core::problem::join_path(&format!("variables[{i}].value"), &e.path);
+                    f.problem(
+                        &path,
+                        format!("invalid expression `{}`: {}", e.expression, e.message),
+                    );
+                }
+            }
+            out.push((key.to_string(), value));
         }
         Some(VariablesConfig { variables: out })
     }
@@ -64,10 +80,17 @@ impl TypedStage for EvaluateVariables {
             let mut values = Map::new();
             let mut errors = Vec::new();
             for (i, (key, raw)) in variables.iter().enumerate() {
-                let ectx = EvalContext { root: &root, host: &host, limits: Limits::default() };
+                let ectx = EvalContext {
+                    root: &root,
+                    host: &host,
+                    limits: Limits::default(),
+                };
                 let (v, errs) = ferry_expr::evaluate_tree(raw, &ectx);
                 for e in errs {
-                    errors.push(format!("variables[{i}].value: failed to evaluate `{}`: {}", e.expression, e.message));
+                    errors.push(format!(
+                        "variables[{i}].value: failed to evaluate `{}`: {}",
+                        e.expression, e.message
+                    ));
                 }
                 if let Some(o) = root.as_object_mut() {
                     o.insert(key.clone(), v.clone());
@@ -80,7 +103,9 @@ impl TypedStage for EvaluateVariables {
         .map_err(|e| StageError::Fatal(format!("variable evaluation failed: {e}")))?;
         let (values, errors) = result;
         if fail_on_failed && !errors.is_empty() {
-            return Ok(Step::Failed { error: errors.join("; ") });
+            return Ok(Step::Failed {
+                error: errors.join("; "),
+            });
         }
         if !errors.is_empty() {
             ctx.context.insert("warnings".into(), Value::from(errors));
@@ -133,7 +158,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _g) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(dir.path()));
-        let (engine, _j) = Engine::start(store.clone(), registry.clone(), EngineConfig::default()).await.unwrap();
+        let (engine, _j) = Engine::start(store.clone(), registry.clone(), EngineConfig::default())
+            .await
+            .unwrap();
         let doc = json!({"application": "app", "name": "vars", "parameterConfig": [{"name": "n", "default": "4"}],
             "stages": [
                 {"refId": "1", "type": "evaluateVariables", "variables": [
@@ -143,9 +170,21 @@ mod tests {
                     {"type": "expression", "context": {"expression": "${double == 8 && msg == 'double is 8'}"}}]}]});
         let p = ferry_engine::validate_pipeline(&doc, &registry).unwrap();
         let rec = store.save_pipeline(&p, "t").await.unwrap();
-        let id = engine.run_pipeline(&rec, RunRequest::default()).await.unwrap();
-        let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| e.status.is_complete()).await.unwrap();
-        assert_eq!(e.status, Status::Succeeded, "{:?}", e.stages[1].context.get("exception"));
+        let id = engine
+            .run_pipeline(&rec, RunRequest::default())
+            .await
+            .unwrap();
+        let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| {
+            e.status.is_complete()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            e.status,
+            Status::Succeeded,
+            "{:?}",
+            e.stages[1].context.get("exception")
+        );
         assert_eq!(e.stages[0].outputs["double"], json!(8));
         assert_eq!(e.stages[0].outputs["msg"], json!("double is 8"));
     }

@@ -29,7 +29,10 @@ fn read_inputs(f: &mut Fields<'_>) -> Vec<String> {
         for (i, item) in items.iter().enumerate() {
             match item.get("value").and_then(Value::as_str) {
                 Some(v) if !v.is_empty() => out.push(v.to_string()),
-                _ => f.problem(&format!("judgmentInputs[{i}].value"), "is required and must be a non-empty string"),
+                _ => f.problem(
+                    &format!("judgmentInputs[{i}].value"),
+                    "is required and must be a non-empty string",
+                ),
             }
         }
     }
@@ -46,15 +49,25 @@ impl TypedStage for ManualJudgment {
         let instructions = f.opt_str("instructions");
         let inputs = read_inputs(f);
         let _ = f.opt_array("notifications");
-        Some(JudgmentConfig { instructions, inputs })
+        Some(JudgmentConfig {
+            instructions,
+            inputs,
+        })
     }
 
     fn default_timeout() -> Option<Duration> {
         Some(Duration::from_secs(3 * 24 * 3600))
     }
 
-    fn accept_input(context: &Map<String, Value>, input: &Map<String, Value>) -> Result<(), String> {
-        if context.get("judgmentStatus").and_then(Value::as_str).is_some() {
+    fn accept_input(
+        context: &Map<String, Value>,
+        input: &Map<String, Value>,
+    ) -> Result<(), String> {
+        if context
+            .get("judgmentStatus")
+            .and_then(Value::as_str)
+            .is_some()
+        {
             return Err("this stage has already been judged".into());
         }
         match input.get("judgmentStatus").and_then(Value::as_str) {
@@ -74,7 +87,10 @@ impl TypedStage for ManualJudgment {
                 return Err("judgmentInput must be a string".into());
             };
             if !allowed.is_empty() && !allowed.iter().any(|a| a == v) {
-                return Err(format!("\"{v}\" is not one of the judgment inputs: {}", allowed.join(", ")));
+                return Err(format!(
+                    "\"{v}\" is not one of the judgment inputs: {}",
+                    allowed.join(", ")
+                ));
             }
         }
         Ok(())
@@ -93,11 +109,13 @@ impl TypedStage for ManualJudgment {
                 if let Some(input) = ctx.context.get("judgmentInput").cloned() {
                     ctx.outputs.insert("judgmentInput".into(), input);
                 }
-                ctx.outputs.insert("judgmentStatus".into(), Value::String("continue".into()));
+                ctx.outputs
+                    .insert("judgmentStatus".into(), Value::String("continue".into()));
                 Ok(Step::Succeeded)
             }
             Some("stop") => {
-                ctx.context.insert("judgedBy".into(), Value::String(who.clone()));
+                ctx.context
+                    .insert("judgedBy".into(), Value::String(who.clone()));
                 Ok(Step::Failed {
                     error: format!("stopped by {who} at manual judgment"),
                 })
@@ -135,7 +153,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _g) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(dir.path()));
-        let judge: Map<String, Value> = serde_json::from_value(json!({"judgmentStatus": "continue", "judgmentInput": "yes"})).unwrap();
+        let judge: Map<String, Value> =
+            serde_json::from_value(json!({"judgmentStatus": "continue", "judgmentInput": "yes"}))
+                .unwrap();
         run(
             registry,
             store,
@@ -156,14 +176,31 @@ mod tests {
 
     #[test]
     fn judgments_are_checked() {
-        let ctx: Map<String, Value> = serde_json::from_value(json!({"judgmentInputs": [{"value": "yes"}]})).unwrap();
+        let ctx: Map<String, Value> =
+            serde_json::from_value(json!({"judgmentInputs": [{"value": "yes"}]})).unwrap();
         let m = |v: Value| -> Map<String, Value> { serde_json::from_value(v).unwrap() };
-        assert!(ManualJudgment::accept_input(&ctx, &m(json!({"judgmentStatus": "continue", "judgmentInput": "yes"}))).is_ok());
+        assert!(
+            ManualJudgment::accept_input(
+                &ctx,
+                &m(json!({"judgmentStatus": "continue", "judgmentInput": "yes"}))
+            )
+            .is_ok()
+        );
         assert!(ManualJudgment::accept_input(&ctx, &m(json!({"judgmentStatus": "stop"}))).is_ok());
-        let e = ManualJudgment::accept_input(&ctx, &m(json!({"judgmentStatus": "continue", "judgmentInput": "maybe"}))).unwrap_err();
+        let e = ManualJudgment::accept_input(
+            &ctx,
+            &m(json!({"judgmentStatus": "continue", "judgmentInput": "maybe"})),
+        )
+        .unwrap_err();
         assert!(e.contains("not one of the judgment inputs"), "{e}");
-        assert!(ManualJudgment::accept_input(&ctx, &m(json!({"judgmentStatus": "later"}))).is_err());
-        let judged: Map<String, Value> = serde_json::from_value(json!({"judgmentStatus": "stop"})).unwrap();
-        assert!(ManualJudgment::accept_input(&judged, &m(json!({"judgmentStatus": "continue"}))).is_err());
+        assert!(
+            ManualJudgment::accept_input(&ctx, &m(json!({"judgmentStatus": "later"}))).is_err()
+        );
+        let judged: Map<String, Value> =
+            serde_json::from_value(json!({"judgmentStatus": "stop"})).unwrap();
+        assert!(
+            ManualJudgment::accept_input(&judged, &m(json!({"judgmentStatus": "continue"})))
+                .is_err()
+        );
     }
 }

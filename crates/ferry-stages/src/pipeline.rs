@@ -32,7 +32,9 @@
 use async_trait::async_trait;
 use ferry_core::fields::Fields;
 use ferry_core::{Execution, ExecutionFilter, PipelineRecord, Status, now_millis};
-use ferry_engine::{Command, CommandError, EngineError, RunRequest, StageCtx, StageError, Step, TypedStage};
+use ferry_engine::{
+    Command, CommandError, EngineError, RunRequest, StageCtx, StageError, Step, TypedStage,
+};
 use serde_json::{Map, Value, json};
 use std::time::Duration;
 
@@ -71,10 +73,15 @@ impl TypedStage for PipelineStage {
 
     fn config(f: &mut Fields<'_>) -> Option<PipelineConfig> {
         let before = f.problems.len();
-        let deferred = f.is_deferred("application") || f.is_deferred("pipeline") || f.is_deferred("pipelineParameters");
+        let deferred = f.is_deferred("application")
+            || f.is_deferred("pipeline")
+            || f.is_deferred("pipelineParameters");
         let application = f.required_str("application");
         let pipeline = f.required_str("pipeline");
-        let parameters = f.opt_object("pipelineParameters").cloned().unwrap_or_default();
+        let parameters = f
+            .opt_object("pipelineParameters")
+            .cloned()
+            .unwrap_or_default();
         let wait_for_completion = f.bool_or("waitForCompletion", true);
         if deferred || f.problems.len() > before {
             return None;
@@ -99,8 +106,10 @@ impl TypedStage for PipelineStage {
             match find_started_child(ctx, &child_pipeline).await {
                 Ok(Some(id)) => {
                     tracing::info!(stage = %ctx.stage_id(), child = %id, "adopted the child execution started before a restart");
-                    ctx.context.insert("executionId".into(), Value::String(id.clone()));
-                    ctx.context.insert("childStartedAt".into(), json!(now_millis()));
+                    ctx.context
+                        .insert("executionId".into(), Value::String(id.clone()));
+                    ctx.context
+                        .insert("childStartedAt".into(), json!(now_millis()));
                     if !c.wait_for_completion {
                         started_outputs(ctx, &id);
                         return Ok(Step::Succeeded);
@@ -114,7 +123,11 @@ impl TypedStage for PipelineStage {
         Ok(start_child(c, ctx, &child_pipeline).await)
     }
 
-    async fn cancel(&self, _c: Option<&PipelineConfig>, ctx: &mut StageCtx) -> Result<(), StageError> {
+    async fn cancel(
+        &self,
+        _c: Option<&PipelineConfig>,
+        ctx: &mut StageCtx,
+    ) -> Result<(), StageError> {
         let mut child = str_field(&ctx.context, "executionId");
         if child.is_none()
             && let Some(pipeline_id) = str_field(&ctx.context, "childPipelineId")
@@ -122,7 +135,9 @@ impl TypedStage for PipelineStage {
             // The step that starts the child may have been stopped midway: look for the child
             // a few times while its start is being committed.
             for _ in 0..3 {
-                child = find_started_child(ctx, &pipeline_id).await.map_err(StageError::Fatal)?;
+                child = find_started_child(ctx, &pipeline_id)
+                    .await
+                    .map_err(StageError::Fatal)?;
                 if child.is_some() {
                     break;
                 }
@@ -130,7 +145,11 @@ impl TypedStage for PipelineStage {
             }
         }
         let Some(child) = child else { return Ok(()) };
-        let user = ctx.execution.canceled_by.clone().unwrap_or_else(|| "ferry".into());
+        let user = ctx
+            .execution
+            .canceled_by
+            .clone()
+            .unwrap_or_else(|| "ferry".into());
         let reason = format!(
             "the parent execution {} (stage \"{}\") was canceled or timed out",
             ctx.execution.id,
@@ -138,18 +157,30 @@ impl TypedStage for PipelineStage {
         );
         match ctx
             .engine
-            .command(&child, Command::Cancel { user, reason: Some(reason) })
+            .command(
+                &child,
+                Command::Cancel {
+                    user,
+                    reason: Some(reason),
+                },
+            )
             .await
         {
             // A child that already finished needs nothing.
             Ok(()) | Err(CommandError::Conflict(_)) | Err(CommandError::NotFound(_)) => Ok(()),
-            Err(e) => Err(StageError::Fatal(format!("could not cancel the child execution {child}: {e}"))),
+            Err(e) => Err(StageError::Fatal(format!(
+                "could not cancel the child execution {child}: {e}"
+            ))),
         }
     }
 }
 
 fn str_field(context: &Map<String, Value>, key: &str) -> Option<String> {
-    context.get(key).and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string)
+    context
+        .get(key)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 /// First step: finds the child pipeline, checks the recursion limits and records the marker.
@@ -161,9 +192,14 @@ async fn mark(c: &PipelineConfig, ctx: &mut StageCtx) -> Step {
     if let Err(error) = check_ancestry(ctx, &record).await {
         return Step::Failed { error };
     }
-    ctx.context.insert("childPipelineId".into(), Value::String(record.id.clone()));
-    ctx.context.insert("childPipelineName".into(), Value::String(record.name.clone()));
-    ctx.context.insert("childRequestedAt".into(), json!(now_millis()));
+    ctx.context
+        .insert("childPipelineId".into(), Value::String(record.id.clone()));
+    ctx.context.insert(
+        "childPipelineName".into(),
+        Value::String(record.name.clone()),
+    );
+    ctx.context
+        .insert("childRequestedAt".into(), json!(now_millis()));
     Step::Running {
         poll_after: Duration::ZERO,
     }
@@ -196,7 +232,10 @@ async fn find_pipeline(c: &PipelineConfig, ctx: &StageCtx) -> Result<PipelineRec
 
 /// Refuses a child that would make the chain of parents too deep or too repetitive.
 async fn check_ancestry(ctx: &StageCtx, child: &PipelineRecord) -> Result<(), String> {
-    let mut chain: Vec<(String, String)> = vec![(ctx.execution.pipeline_config_id.clone(), ctx.execution.name.clone())];
+    let mut chain: Vec<(String, String)> = vec![(
+        ctx.execution.pipeline_config_id.clone(),
+        ctx.execution.name.clone(),
+    )];
     let mut parent = parent_of(&ctx.execution);
     // Bounded even if the parent links form a loop.
     while let Some(id) = parent {
@@ -209,7 +248,11 @@ async fn check_ancestry(ctx: &StageCtx, child: &PipelineRecord) -> Result<(), St
                 parent = parent_of(&e);
             }
             Ok(None) => break,
-            Err(e) => return Err(format!("could not check the chain of parent pipelines: {e}")),
+            Err(e) => {
+                return Err(format!(
+                    "could not check the chain of parent pipelines: {e}"
+                ));
+            }
         }
     }
     let shown = || {
@@ -256,7 +299,9 @@ async fn start_child(c: &PipelineConfig, ctx: &mut StageCtx, pipeline_id: &str) 
         Ok(Some(r)) => r,
         Ok(None) => {
             return Step::Failed {
-                error: format!("the child pipeline {pipeline_id} was deleted before it could start"),
+                error: format!(
+                    "the child pipeline {pipeline_id} was deleted before it could start"
+                ),
             };
         }
         Err(e) => {
@@ -266,11 +311,23 @@ async fn start_child(c: &PipelineConfig, ctx: &mut StageCtx, pipeline_id: &str) 
         }
     };
     let mut extra = Map::new();
-    extra.insert("parentExecutionId".into(), Value::String(ctx.execution.id.clone()));
-    extra.insert("parentStageId".into(), Value::String(ctx.stage_id().to_string()));
+    extra.insert(
+        "parentExecutionId".into(),
+        Value::String(ctx.execution.id.clone()),
+    );
+    extra.insert(
+        "parentStageId".into(),
+        Value::String(ctx.stage_id().to_string()),
+    );
     extra.insert("parentStageAttempt".into(), json!(attempt_of(ctx)));
-    extra.insert("parentPipelineName".into(), Value::String(ctx.execution.name.clone()));
-    extra.insert("parentApplication".into(), Value::String(ctx.execution.application.clone()));
+    extra.insert(
+        "parentPipelineName".into(),
+        Value::String(ctx.execution.name.clone()),
+    );
+    extra.insert(
+        "parentApplication".into(),
+        Value::String(ctx.execution.application.clone()),
+    );
     let request = RunRequest {
         trigger_type: "pipeline".into(),
         user: ctx.execution.trigger.user.clone(),
@@ -281,29 +338,44 @@ async fn start_child(c: &PipelineConfig, ctx: &mut StageCtx, pipeline_id: &str) 
         Ok(id) => id,
         Err(EngineError::Invalid(problems)) => {
             return Step::Failed {
-                error: format!("the child pipeline \"{}\" could not start: {problems}", record.name),
+                error: format!(
+                    "the child pipeline \"{}\" could not start: {problems}",
+                    record.name
+                ),
             };
         }
         Err(e) => {
             return Step::Failed {
-                error: format!("the child pipeline \"{}\" could not start: {e}", record.name),
+                error: format!(
+                    "the child pipeline \"{}\" could not start: {e}",
+                    record.name
+                ),
             };
         }
     };
     tracing::info!(stage = %ctx.stage_id(), child = %id, pipeline = %record.name, "started child pipeline");
-    ctx.context.insert("executionId".into(), Value::String(id.clone()));
-    ctx.context.insert("executionName".into(), Value::String(record.name.clone()));
-    ctx.context.insert("childStartedAt".into(), json!(now_millis()));
+    ctx.context
+        .insert("executionId".into(), Value::String(id.clone()));
+    ctx.context
+        .insert("executionName".into(), Value::String(record.name.clone()));
+    ctx.context
+        .insert("childStartedAt".into(), json!(now_millis()));
     if !c.wait_for_completion {
         started_outputs(ctx, &id);
         return Step::Succeeded;
     }
-    Step::Running { poll_after: MIN_POLL }
+    Step::Running {
+        poll_after: MIN_POLL,
+    }
 }
 
 fn started_outputs(ctx: &mut StageCtx, id: &str) {
-    ctx.outputs.insert("executionId".into(), Value::String(id.to_string()));
-    ctx.outputs.insert("status".into(), Value::String(Status::Running.as_str().into()));
+    ctx.outputs
+        .insert("executionId".into(), Value::String(id.to_string()));
+    ctx.outputs.insert(
+        "status".into(),
+        Value::String(Status::Running.as_str().into()),
+    );
 }
 
 /// Looks for a child that this stage attempt started (after a restart, or when canceling).
@@ -329,7 +401,8 @@ async fn find_started_child(ctx: &StageCtx, pipeline_id: &str) -> Result<Option<
             continue;
         };
         let extra = &e.trigger.extra;
-        let mine = extra.get("parentExecutionId").and_then(Value::as_str) == Some(ctx.execution.id.as_str())
+        let mine = extra.get("parentExecutionId").and_then(Value::as_str)
+            == Some(ctx.execution.id.as_str())
             && extra.get("parentStageId").and_then(Value::as_str) == Some(ctx.stage_id())
             && extra.get("parentStageAttempt").and_then(Value::as_u64) == Some(u64::from(attempt));
         if mine {
@@ -351,10 +424,13 @@ async fn poll(c: &PipelineConfig, ctx: &mut StageCtx, id: &str) -> Step {
         Err(e) => {
             // The store may come back; the stage timeout bounds the wait.
             tracing::warn!(stage = %ctx.stage_id(), child = %id, error = %e, "could not read the child execution");
-            return Step::Running { poll_after: MAX_POLL };
+            return Step::Running {
+                poll_after: MAX_POLL,
+            };
         }
     };
-    ctx.context.insert("status".into(), Value::String(child.status.as_str().into()));
+    ctx.context
+        .insert("status".into(), Value::String(child.status.as_str().into()));
     if !c.wait_for_completion {
         started_outputs(ctx, id);
         return Step::Succeeded;
@@ -364,9 +440,12 @@ async fn poll(c: &PipelineConfig, ctx: &mut StageCtx, id: &str) -> Step {
             poll_after: poll_delay(&ctx.context),
         };
     }
-    ctx.outputs.insert("executionId".into(), Value::String(child.id.clone()));
-    ctx.outputs.insert("status".into(), Value::String(child.status.as_str().into()));
-    ctx.outputs.insert("outputs".into(), Value::Object(merged_outputs(&child)));
+    ctx.outputs
+        .insert("executionId".into(), Value::String(child.id.clone()));
+    ctx.outputs
+        .insert("status".into(), Value::String(child.status.as_str().into()));
+    ctx.outputs
+        .insert("outputs".into(), Value::Object(merged_outputs(&child)));
     if child.status == Status::Succeeded {
         return Step::Succeeded;
     }
@@ -379,13 +458,21 @@ async fn poll(c: &PipelineConfig, ctx: &mut StageCtx, id: &str) -> Step {
         })
         .unwrap_or_else(|| "no stage error was recorded".into());
     Step::Failed {
-        error: format!("child pipeline \"{}\" ({}) ended {}: {why}", child.name, child.id, child.status.as_str()),
+        error: format!(
+            "child pipeline \"{}\" ({}) ended {}: {why}",
+            child.name,
+            child.id,
+            child.status.as_str()
+        ),
     }
 }
 
 /// Polls back off with the child's age: every half of its age, between 250 ms and 5 s.
 fn poll_delay(context: &Map<String, Value>) -> Duration {
-    let started = context.get("childStartedAt").and_then(Value::as_i64).unwrap_or_else(now_millis);
+    let started = context
+        .get("childStartedAt")
+        .and_then(Value::as_i64)
+        .unwrap_or_else(now_millis);
     let age = u64::try_from(now_millis() - started).unwrap_or(0);
     Duration::from_millis(age / 2).clamp(MIN_POLL, MAX_POLL)
 }
@@ -405,11 +492,16 @@ fn merged_outputs(child: &Execution) -> Map<String, Value> {
 fn first_stage_error(child: &Execution) -> Option<String> {
     child.stages.iter().find_map(|s| {
         let details = s.context.get("exception")?.get("details")?;
-        details.get("error").and_then(Value::as_str).map(|e| format!("stage \"{}\": {e}", s.name))
+        details
+            .get("error")
+            .and_then(Value::as_str)
+            .map(|e| format!("stage \"{}\": {e}", s.name))
     })
 }
 
 #[cfg(test)]
+// Tests may unwrap (house rule 2); the crate has no clippy.toml saying so yet.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testutil;
@@ -430,24 +522,39 @@ mod tests {
     async fn engine(work: &std::path::Path) -> (EngineHandle, tempfile::TempDir) {
         let (store, guard) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(work));
-        let (engine, _join) = Engine::start(store, registry, EngineConfig::default()).await.unwrap();
+        let (engine, _join) = Engine::start(store, registry, EngineConfig::default())
+            .await
+            .unwrap();
         (engine, guard)
     }
 
     async fn run_doc(engine: &EngineHandle, doc: Value) -> String {
         let record = save(engine.registry(), engine.store(), doc).await;
         engine
-            .run_pipeline(&record, RunRequest { user: "alice".into(), ..RunRequest::default() })
+            .run_pipeline(
+                &record,
+                RunRequest {
+                    user: "alice".into(),
+                    ..RunRequest::default()
+                },
+            )
             .await
             .unwrap()
     }
 
     async fn finished(engine: &EngineHandle, id: &str) -> Execution {
-        wait_for(engine, id, Duration::from_secs(20), "completion", |e| e.status.is_complete()).await.unwrap()
+        wait_for(engine, id, Duration::from_secs(20), "completion", |e| {
+            e.status.is_complete()
+        })
+        .await
+        .unwrap()
     }
 
     fn error_of(e: &Execution) -> String {
-        e.stages[0].context["exception"]["details"]["error"].as_str().unwrap_or_default().to_string()
+        e.stages[0].context["exception"]["details"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn parent(name: &str, stage: Value) -> Value {
@@ -463,8 +570,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _g) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(dir.path()));
-        save(&registry, &store, child("conformance", "child-ok", json!([{"refId": "1", "type": "wait", "waitTime": 0}]))).await;
-        save(&registry, &store, child("conformance", "child-long", json!([{"refId": "1", "type": "wait", "waitTime": 3}]))).await;
+        save(
+            &registry,
+            &store,
+            child(
+                "conformance",
+                "child-ok",
+                json!([{"refId": "1", "type": "wait", "waitTime": 0}]),
+            ),
+        )
+        .await;
+        save(
+            &registry,
+            &store,
+            child(
+                "conformance",
+                "child-long",
+                json!([{"refId": "1", "type": "wait", "waitTime": 3}]),
+            ),
+        )
+        .await;
         run(
             registry,
             store,
@@ -537,7 +662,14 @@ mod tests {
             child("family", "sad-kid", json!([{"refId": "1", "name": "judge", "type": "manualJudgment", "judgmentStatus": "stop"}])),
         )
         .await;
-        let id = run_doc(&engine, parent("sad-parent", json!({"application": "family", "pipeline": "sad-kid"}))).await;
+        let id = run_doc(
+            &engine,
+            parent(
+                "sad-parent",
+                json!({"application": "family", "pipeline": "sad-kid"}),
+            ),
+        )
+        .await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Terminal);
         let error = error_of(&e);
@@ -546,10 +678,21 @@ mod tests {
         assert!(error.contains("stage \"judge\": stopped by"), "{error}");
         assert_eq!(e.stages[0].outputs["status"], json!("TERMINAL"));
 
-        let missing = run_doc(&engine, parent("lost-parent", json!({"application": "family", "pipeline": "nobody"}))).await;
+        let missing = run_doc(
+            &engine,
+            parent(
+                "lost-parent",
+                json!({"application": "family", "pipeline": "nobody"}),
+            ),
+        )
+        .await;
         let e = finished(&engine, &missing).await;
         assert_eq!(e.status, Status::Terminal);
-        assert!(error_of(&e).contains("has no pipeline with the id or name \"nobody\""), "{}", error_of(&e));
+        assert!(
+            error_of(&e).contains("has no pipeline with the id or name \"nobody\""),
+            "{}",
+            error_of(&e)
+        );
         engine.shutdown();
     }
 
@@ -557,17 +700,54 @@ mod tests {
     async fn canceling_the_parent_cancels_the_child() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        save(engine.registry(), engine.store(), child("family", "slow-kid", json!([{"refId": "1", "type": "wait", "waitTime": 3600}]))).await;
-        let id = run_doc(&engine, parent("impatient", json!({"application": "family", "pipeline": "slow-kid"}))).await;
-        let e = wait_for(&engine, &id, Duration::from_secs(10), "child started", |e| e.stages[0].context.contains_key("executionId"))
-            .await
-            .unwrap();
-        let child_id = e.stages[0].context["executionId"].as_str().unwrap().to_string();
-        wait_for(&engine, &child_id, Duration::from_secs(10), "child running", |c| c.status == Status::Running)
-            .await
-            .unwrap();
+        save(
+            engine.registry(),
+            engine.store(),
+            child(
+                "family",
+                "slow-kid",
+                json!([{"refId": "1", "type": "wait", "waitTime": 3600}]),
+            ),
+        )
+        .await;
+        let id = run_doc(
+            &engine,
+            parent(
+                "impatient",
+                json!({"application": "family", "pipeline": "slow-kid"}),
+            ),
+        )
+        .await;
+        let e = wait_for(
+            &engine,
+            &id,
+            Duration::from_secs(10),
+            "child started",
+            |e| e.stages[0].context.contains_key("executionId"),
+        )
+        .await
+        .unwrap();
+        let child_id = e.stages[0].context["executionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        wait_for(
+            &engine,
+            &child_id,
+            Duration::from_secs(10),
+            "child running",
+            |c| c.status == Status::Running,
+        )
+        .await
+        .unwrap();
         engine
-            .command(&id, Command::Cancel { user: "bob".into(), reason: None })
+            .command(
+                &id,
+                Command::Cancel {
+                    user: "bob".into(),
+                    reason: None,
+                },
+            )
             .await
             .unwrap();
         let c = finished(&engine, &child_id).await;
@@ -582,7 +762,16 @@ mod tests {
     async fn without_waiting_the_parent_succeeds_once_the_child_started() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        save(engine.registry(), engine.store(), child("family", "slow-kid", json!([{"refId": "1", "type": "wait", "waitTime": 3600}]))).await;
+        save(
+            engine.registry(),
+            engine.store(),
+            child(
+                "family",
+                "slow-kid",
+                json!([{"refId": "1", "type": "wait", "waitTime": 3600}]),
+            ),
+        )
+        .await;
         let id = run_doc(
             &engine,
             parent("fire-and-forget", json!({"application": "family", "pipeline": "slow-kid", "waitForCompletion": false})),
@@ -590,11 +779,20 @@ mod tests {
         .await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
-        let child_id = e.stages[0].outputs["executionId"].as_str().unwrap().to_string();
+        let child_id = e.stages[0].outputs["executionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let c = engine.get_execution(&child_id).await.unwrap().unwrap();
         assert_eq!(c.status, Status::Running);
         engine
-            .command(&child_id, Command::Cancel { user: "cleanup".into(), reason: None })
+            .command(
+                &child_id,
+                Command::Cancel {
+                    user: "cleanup".into(),
+                    reason: None,
+                },
+            )
             .await
             .unwrap();
         engine.shutdown();
@@ -604,16 +802,29 @@ mod tests {
     async fn pipelines_that_start_themselves_are_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        let id = run_doc(&engine, parent("ouroboros", json!({"application": "family", "pipeline": "ouroboros"}))).await;
+        let id = run_doc(
+            &engine,
+            parent(
+                "ouroboros",
+                json!({"application": "family", "pipeline": "ouroboros"}),
+            ),
+        )
+        .await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Terminal);
         let error = error_of(&e);
-        assert!(error.contains("refusing to start pipeline \"ouroboros\""), "{error}");
+        assert!(
+            error.contains("refusing to start pipeline \"ouroboros\""),
+            "{error}"
+        );
         assert!(error.contains("run 4 times"), "{error}");
         // Three runs in all: the one started here and two descendants; the fourth was refused.
         let runs = engine
             .store()
-            .list_executions(&ExecutionFilter { application: Some("family".into()), ..ExecutionFilter::default() })
+            .list_executions(&ExecutionFilter {
+                application: Some("family".into()),
+                ..ExecutionFilter::default()
+            })
             .await
             .unwrap();
         assert_eq!(runs.len(), 3, "{runs:?}");
@@ -632,14 +843,30 @@ mod tests {
             } else {
                 json!({"refId": "1", "type": "pipeline", "application": "family", "pipeline": format!("level-{}", i + 1)})
             };
-            save(engine.registry(), engine.store(), child("family", &format!("level-{i}"), json!([stage]))).await;
+            save(
+                engine.registry(),
+                engine.store(),
+                child("family", &format!("level-{i}"), json!([stage])),
+            )
+            .await;
         }
-        let top = engine.store().find_pipeline("family", "level-1").await.unwrap().unwrap();
-        let id = engine.run_pipeline(&top, RunRequest::default()).await.unwrap();
+        let top = engine
+            .store()
+            .find_pipeline("family", "level-1")
+            .await
+            .unwrap()
+            .unwrap();
+        let id = engine
+            .run_pipeline(&top, RunRequest::default())
+            .await
+            .unwrap();
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Terminal);
         let error = error_of(&e);
-        assert!(error.contains("refusing to start pipeline \"level-11\""), "{error}");
+        assert!(
+            error.contains("refusing to start pipeline \"level-11\""),
+            "{error}"
+        );
         assert!(error.contains("more than 10 levels deep"), "{error}");
         engine.shutdown();
     }
@@ -648,12 +875,37 @@ mod tests {
     async fn a_child_started_before_a_restart_is_adopted_not_started_again() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        save(engine.registry(), engine.store(), child("family", "slow-kid", json!([{"refId": "1", "type": "wait", "waitTime": 3600}]))).await;
-        let id = run_doc(&engine, parent("adopter", json!({"application": "family", "pipeline": "slow-kid"}))).await;
-        let e = wait_for(&engine, &id, Duration::from_secs(10), "child started", |e| e.stages[0].context.contains_key("executionId"))
-            .await
-            .unwrap();
-        let child_id = e.stages[0].context["executionId"].as_str().unwrap().to_string();
+        save(
+            engine.registry(),
+            engine.store(),
+            child(
+                "family",
+                "slow-kid",
+                json!([{"refId": "1", "type": "wait", "waitTime": 3600}]),
+            ),
+        )
+        .await;
+        let id = run_doc(
+            &engine,
+            parent(
+                "adopter",
+                json!({"application": "family", "pipeline": "slow-kid"}),
+            ),
+        )
+        .await;
+        let e = wait_for(
+            &engine,
+            &id,
+            Duration::from_secs(10),
+            "child started",
+            |e| e.stages[0].context.contains_key("executionId"),
+        )
+        .await
+        .unwrap();
+        let child_id = e.stages[0].context["executionId"]
+            .as_str()
+            .unwrap()
+            .to_string();
         // As if Ferry had stopped after starting the child but before recording its id.
         let mut context = e.stages[0].context.clone();
         context.remove("executionId");
@@ -674,11 +926,27 @@ mod tests {
         assert_eq!(ctx.context["executionId"], json!(child_id));
         let runs = engine
             .store()
-            .list_executions(&ExecutionFilter { application: Some("family".into()), ..ExecutionFilter::default() })
+            .list_executions(&ExecutionFilter {
+                application: Some("family".into()),
+                ..ExecutionFilter::default()
+            })
             .await
             .unwrap();
-        assert_eq!(runs.iter().filter(|r| r.name == "slow-kid").count(), 1, "a second child was started");
-        engine.command(&id, Command::Cancel { user: "cleanup".into(), reason: None }).await.unwrap();
+        assert_eq!(
+            runs.iter().filter(|r| r.name == "slow-kid").count(),
+            1,
+            "a second child was started"
+        );
+        engine
+            .command(
+                &id,
+                Command::Cancel {
+                    user: "cleanup".into(),
+                    reason: None,
+                },
+            )
+            .await
+            .unwrap();
         engine.shutdown();
     }
 }

@@ -90,7 +90,9 @@ impl TypedStage for CheckPreconditions {
                 Ok(false) => failures.push(format!(
                     "preconditions[{}]: {}",
                     p.index,
-                    p.failure_message.clone().unwrap_or_else(|| "expression is false".into())
+                    p.failure_message
+                        .clone()
+                        .unwrap_or_else(|| "expression is false".into())
                 )),
                 Err(e) => failures.push(format!("preconditions[{}]: {e}", p.index)),
             }
@@ -98,7 +100,9 @@ impl TypedStage for CheckPreconditions {
         if failures.is_empty() {
             Ok(Step::Succeeded)
         } else {
-            Ok(Step::Failed { error: failures.join("; ") })
+            Ok(Step::Failed {
+                error: failures.join("; "),
+            })
         }
     }
 }
@@ -147,15 +151,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _g) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(dir.path()));
-        let (engine, _j) = Engine::start(store.clone(), registry.clone(), EngineConfig::default()).await.unwrap();
+        let (engine, _j) = Engine::start(store.clone(), registry.clone(), EngineConfig::default())
+            .await
+            .unwrap();
         let doc = json!({"application": "app", "name": "pre", "parameterConfig": [{"name": "env", "default": "qa"}],
             "stages": [{"refId": "1", "type": "checkPreconditions", "preconditions": [
                 {"type": "expression", "context": {"expression": "${parameters.env == 'prod'}", "failureMessage": "only prod"}},
                 {"type": "expression", "context": {"expression": "${true}"}}]}]});
         let p = ferry_engine::validate_pipeline(&doc, &registry).unwrap();
         let rec = store.save_pipeline(&p, "t").await.unwrap();
-        let id = engine.run_pipeline(&rec, RunRequest::default()).await.unwrap();
-        let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| e.status.is_complete()).await.unwrap();
+        let id = engine
+            .run_pipeline(&rec, RunRequest::default())
+            .await
+            .unwrap();
+        let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| {
+            e.status.is_complete()
+        })
+        .await
+        .unwrap();
         assert_eq!(e.status, Status::Terminal);
         let err = e.stages[0].context["exception"].to_string();
         assert!(err.contains("preconditions[0]: only prod"), "{err}");

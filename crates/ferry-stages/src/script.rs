@@ -156,12 +156,19 @@ impl TypedStage for Script {
 
 impl Script {
     /// Prepares the directory, runs the program to completion and records the result.
-    async fn run(&self, c: &ScriptConfig, ctx: &mut StageCtx, state: &mut Map<String, Value>) -> Result<Step, StageError> {
+    async fn run(
+        &self,
+        c: &ScriptConfig,
+        ctx: &mut StageCtx,
+        state: &mut Map<String, Value>,
+    ) -> Result<Step, StageError> {
         let home = self.work_dir.join(directory_name(&ctx.execution.id));
         let relative = c.working_directory.clone().unwrap_or_default();
-        let dirs = tokio::task::spawn_blocking(move || prepare_directory(&home, &relative).map(|d| (home, d)))
-            .await
-            .map_err(|e| StageError::Fatal(format!("could not prepare the working directory: {e}")))?;
+        let dirs = tokio::task::spawn_blocking(move || {
+            prepare_directory(&home, &relative).map(|d| (home, d))
+        })
+        .await
+        .map_err(|e| StageError::Fatal(format!("could not prepare the working directory: {e}")))?;
         let (home, dir) = match dirs {
             Ok(d) => d,
             Err(error) => return Ok(Step::Failed { error }),
@@ -174,7 +181,9 @@ impl Script {
                     error: format!("could not start `{program}`: {e}"),
                 });
             }
-            Err(RunError::Canceled) => return Err(StageError::Fatal("the script was canceled".into())),
+            Err(RunError::Canceled) => {
+                return Err(StageError::Fatal("the script was canceled".into()));
+            }
         };
         state.insert("stdout".into(), Value::String(finished.stdout.tail_text()));
         state.insert("stderr".into(), Value::String(finished.stderr.tail_text()));
@@ -218,12 +227,19 @@ fn outcome(code: i64, state: &Map<String, Value>) -> Step {
         None => format!("exited with code {code}"),
     };
     Step::Failed {
-        error: format!("the script {how}{}", stderr_excerpt(&state_text(state, "stderr"))),
+        error: format!(
+            "the script {how}{}",
+            stderr_excerpt(&state_text(state, "stderr"))
+        ),
     }
 }
 
 fn state_text(state: &Map<String, Value>, key: &str) -> String {
-    state.get(key).and_then(Value::as_str).unwrap_or_default().to_string()
+    state
+        .get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The last lines of stderr, for a failure message.
@@ -240,7 +256,13 @@ fn stderr_excerpt(stderr: &str) -> String {
 fn directory_name(id: &str) -> String {
     let name: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if name.is_empty() { "_".into() } else { name }
 }
@@ -249,7 +271,8 @@ fn directory_name(id: &str) -> String {
 /// time, refusing any component that leads outside (a symbolic link to elsewhere). Returns the
 /// working directory's real path.
 fn prepare_directory(home: &Path, relative: &Path) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(home).map_err(|e| format!("could not create the execution directory: {e}"))?;
+    std::fs::create_dir_all(home)
+        .map_err(|e| format!("could not create the execution directory: {e}"))?;
     let root = home
         .canonicalize()
         .map_err(|e| format!("could not resolve the execution directory: {e}"))?;
@@ -273,12 +296,16 @@ fn prepare_directory(home: &Path, relative: &Path) -> Result<PathBuf, String> {
                     ));
                 }
                 if !real.is_dir() {
-                    return Err(format!("workingDirectory \"{}\" is not a directory", relative.display()));
+                    return Err(format!(
+                        "workingDirectory \"{}\" is not a directory",
+                        relative.display()
+                    ));
                 }
                 dir = real;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::create_dir(&next).map_err(|e| format!("could not create the working directory: {e}"))?;
+                std::fs::create_dir(&next)
+                    .map_err(|e| format!("could not create the working directory: {e}"))?;
                 dir = next;
             }
             Err(e) => return Err(format!("workingDirectory could not be checked: {e}")),
@@ -306,7 +333,12 @@ struct Finished {
 }
 
 /// Runs the program; see the module docs for the process rules.
-async fn run_process(c: &ScriptConfig, dir: &Path, home: &Path, cancel: &tokio_util::sync::CancellationToken) -> Result<Finished, RunError> {
+async fn run_process(
+    c: &ScriptConfig,
+    dir: &Path,
+    home: &Path,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<Finished, RunError> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
     let mut command = tokio::process::Command::new(&c.command[0]);
     command
@@ -321,9 +353,16 @@ async fn run_process(c: &ScriptConfig, dir: &Path, home: &Path, cancel: &tokio_u
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
-    let mut child = command.spawn().map_err(|e| RunError::Spawn(e.to_string()))?;
+    let mut child = command
+        .spawn()
+        .map_err(|e| RunError::Spawn(e.to_string()))?;
     // From here on, dropping `group` (a canceled, aborted step) stops every process of the run.
-    let mut group = ProcessGroup(child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw));
+    let mut group = ProcessGroup(
+        child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw),
+    );
     let stdout = AbortOnDropHandle::new(tokio::spawn(capture(child.stdout.take(), true)));
     let stderr = AbortOnDropHandle::new(tokio::spawn(capture(child.stderr.take(), false)));
 
@@ -343,8 +382,16 @@ async fn run_process(c: &ScriptConfig, dir: &Path, home: &Path, cancel: &tokio_u
     // Whatever the program left running in its group goes too; the pipes then close.
     group.terminate();
     let drain = KILL_GRACE + Duration::from_secs(2);
-    let stdout = tokio::time::timeout(drain, stdout).await.ok().and_then(Result::ok).unwrap_or_default();
-    let stderr = tokio::time::timeout(drain, stderr).await.ok().and_then(Result::ok).unwrap_or_default();
+    let stdout = tokio::time::timeout(drain, stdout)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let stderr = tokio::time::timeout(drain, stderr)
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     Ok(Finished {
         exit: exit_of(status),
         timed_out,
@@ -418,7 +465,9 @@ impl Captured {
     }
 
     fn line(&mut self, line: &[u8]) {
-        let Ok(text) = std::str::from_utf8(line) else { return };
+        let Ok(text) = std::str::from_utf8(line) else {
+            return;
+        };
         if let Some((k, v)) = parse_property(text) {
             if let Some(existing) = self.properties.iter_mut().find(|(ek, _)| ek == k) {
                 existing.1 = v.to_string();
@@ -511,7 +560,10 @@ fn read_command(f: &mut Fields<'_>, deferred: &mut bool) -> Option<Vec<String>> 
             None
         }
         Some(Value::Array(items)) if items.is_empty() => {
-            f.problem(KEY, "must not be empty: the first item is the program to run");
+            f.problem(
+                KEY,
+                "must not be empty: the first item is the program to run",
+            );
             None
         }
         Some(Value::Array(_)) => {
@@ -548,7 +600,10 @@ fn read_env(f: &mut Fields<'_>, deferred: &mut bool) -> Vec<(String, String)> {
     for (name, value) in map {
         let path = format!("{KEY}.{name}");
         if name.is_empty() || name.contains('=') || name.contains('\0') {
-            f.problem(&path, "is not a valid environment variable name (empty, or holds `=` or NUL)");
+            f.problem(
+                &path,
+                "is not a valid environment variable name (empty, or holds `=` or NUL)",
+            );
             continue;
         }
         let text = match value {
@@ -613,6 +668,8 @@ pub fn check_relative(raw: &str) -> Result<PathBuf, String> {
 }
 
 #[cfg(test)]
+// Tests may unwrap (house rule 2); the crate has no clippy.toml saying so yet.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testutil;
@@ -624,7 +681,9 @@ mod tests {
     async fn engine(work: &Path) -> (EngineHandle, tempfile::TempDir) {
         let (store, guard) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(work));
-        let (engine, _join) = Engine::start(store, registry, EngineConfig::default()).await.unwrap();
+        let (engine, _join) = Engine::start(store, registry, EngineConfig::default())
+            .await
+            .unwrap();
         (engine, guard)
     }
 
@@ -633,7 +692,13 @@ mod tests {
         let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
         let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
         engine
-            .run_pipeline(&record, RunRequest { user: "tester".into(), ..RunRequest::default() })
+            .run_pipeline(
+                &record,
+                RunRequest {
+                    user: "tester".into(),
+                    ..RunRequest::default()
+                },
+            )
             .await
             .unwrap()
     }
@@ -646,11 +711,18 @@ mod tests {
     }
 
     async fn finished(engine: &EngineHandle, id: &str) -> Execution {
-        wait_for(engine, id, Duration::from_secs(20), "completion", |e| e.status.is_complete()).await.unwrap()
+        wait_for(engine, id, Duration::from_secs(20), "completion", |e| {
+            e.status.is_complete()
+        })
+        .await
+        .unwrap()
     }
 
     fn error_of(e: &Execution, i: usize) -> String {
-        e.stages[i].context["exception"]["details"]["error"].as_str().unwrap_or_default().to_string()
+        e.stages[i].context["exception"]["details"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     #[tokio::test]
@@ -691,9 +763,15 @@ mod tests {
         assert!(Script::config(&mut Fields::new(&value, "stages[0]", &mut problems)).is_none());
         assert_eq!(problems.len(), 1);
         assert_eq!(problems[0].path, "stages[0].command");
-        assert!(problems[0].message.contains("list of arguments") && problems[0].message.contains("never runs a shell"));
+        assert!(
+            problems[0].message.contains("list of arguments")
+                && problems[0].message.contains("never runs a shell")
+        );
         // Expressions are accepted before evaluation, in the list and as the whole field.
-        for v in [json!({"command": ["deploy", "${parameters.tag}"]}), json!({"command": "${parameters.cmd}"})] {
+        for v in [
+            json!({"command": ["deploy", "${parameters.tag}"]}),
+            json!({"command": "${parameters.cmd}"}),
+        ] {
             let mut problems = Vec::new();
             let _ = Script::config(&mut Fields::lenient(&v, "stages[0]", &mut problems));
             assert!(problems.is_empty(), "{problems:?}");
@@ -720,7 +798,12 @@ mod tests {
         assert_eq!(outputs.len(), 3, "{outputs:?}");
         let state = &e.stages[0].context["script"];
         assert_eq!(state["exitCode"], json!(0));
-        assert!(state["stdout"].as_str().unwrap().starts_with("version=1.2.3\nnot a property"));
+        assert!(
+            state["stdout"]
+                .as_str()
+                .unwrap()
+                .starts_with("version=1.2.3\nnot a property")
+        );
         assert!(state["startedAt"].as_i64().is_some());
         engine.shutdown();
     }
@@ -752,7 +835,10 @@ mod tests {
         assert!(error.contains("exited with code 3"), "{error}");
         assert!(error.contains("first problem\ndisk is full"), "{error}");
         assert_eq!(e.stages[0].context["script"]["exitCode"], json!(3));
-        assert!(e.stages[0].outputs.is_empty(), "a failed script publishes no outputs");
+        assert!(
+            e.stages[0].outputs.is_empty(),
+            "a failed script publishes no outputs"
+        );
         engine.shutdown();
     }
 
@@ -760,12 +846,22 @@ mod tests {
     fn live_members(pgid: i32) -> Vec<i32> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
             // "pid (comm) state ppid pgrp ...": comm may hold spaces, so split after the last ')'.
-            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                continue;
+            };
             let fields: Vec<&str> = rest.split_whitespace().collect();
-            if fields.len() > 2 && fields[2] == pgid.to_string() && fields[0] != "Z" && fields[0] != "X" {
+            if fields.len() > 2
+                && fields[2] == pgid.to_string()
+                && fields[0] != "Z"
+                && fields[0] != "X"
+            {
                 out.push(pid);
             }
         }
@@ -776,23 +872,46 @@ mod tests {
     async fn cancel_kills_the_whole_process_group() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        let id = start(&engine, "cancel", json!({"command": ["sh", "-c", "echo $$ > pgid; sleep 60 & sleep 60"]})).await;
+        let id = start(
+            &engine,
+            "cancel",
+            json!({"command": ["sh", "-c", "echo $$ > pgid; sleep 60 & sleep 60"]}),
+        )
+        .await;
         let pgid_file = dir.path().join(directory_name(&id)).join("pgid");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let pgid = loop {
-            if let Some(p) = std::fs::read_to_string(&pgid_file).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+            if let Some(p) = std::fs::read_to_string(&pgid_file)
+                .ok()
+                .and_then(|s| s.trim().parse::<i32>().ok())
+            {
                 break p;
             }
-            assert!(std::time::Instant::now() < deadline, "the script never started");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the script never started"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         // Both sleeps (the background one and the foreground one) are in the group.
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
         while live_members(pgid).len() < 2 {
-            assert!(std::time::Instant::now() < deadline, "expected two processes in group {pgid}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "expected two processes in group {pgid}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        engine.command(&id, Command::Cancel { user: "me".into(), reason: None }).await.unwrap();
+        engine
+            .command(
+                &id,
+                Command::Cancel {
+                    user: "me".into(),
+                    reason: None,
+                },
+            )
+            .await
+            .unwrap();
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Canceled);
         let deadline = std::time::Instant::now() + KILL_GRACE + Duration::from_secs(3);
@@ -801,7 +920,10 @@ mod tests {
             if left.is_empty() {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "processes {left:?} of group {pgid} survived the cancel");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "processes {left:?} of group {pgid} survived the cancel"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(killpg(Pid::from_raw(pgid), None).is_err() || live_members(pgid).is_empty());
@@ -813,7 +935,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
         let marker = dir.path().join("pwned");
-        let evil = format!("$(touch {m}); rm -rf {m}.d `touch {m}` && touch {m} | touch {m} > {m}", m = marker.display());
+        let evil = format!(
+            "$(touch {m}); rm -rf {m}.d `touch {m}` && touch {m} | touch {m} > {m}",
+            m = marker.display()
+        );
         // The value arrives through an expression, as a user's parameter would.
         let doc = json!({
             "application": "scripts", "name": "literal",
@@ -822,7 +947,10 @@ mod tests {
         });
         let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
         let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
-        let id = engine.run_pipeline(&record, RunRequest::default()).await.unwrap();
+        let id = engine
+            .run_pipeline(&record, RunRequest::default())
+            .await
+            .unwrap();
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e, 0));
         assert_eq!(e.stages[0].context["script"]["stdout"], json!(evil));
@@ -834,11 +962,22 @@ mod tests {
     async fn env_reaches_the_process_and_ferrys_environment_does_not() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        let id = start(&engine, "env", json!({"command": ["env"], "env": {"GREETING": "hello world", "COUNT": 3}})).await;
+        let id = start(
+            &engine,
+            "env",
+            json!({"command": ["env"], "env": {"GREETING": "hello world", "COUNT": 3}}),
+        )
+        .await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e, 0));
-        let stdout = e.stages[0].context["script"]["stdout"].as_str().unwrap().to_string();
-        let mut names: Vec<&str> = stdout.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+        let stdout = e.stages[0].context["script"]["stdout"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut names: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+            .collect();
         names.sort_unstable();
         assert_eq!(names, ["COUNT", "GREETING", "HOME", "PATH"], "{stdout}");
         assert!(stdout.contains("GREETING=hello world\n"));
@@ -866,12 +1005,23 @@ mod tests {
         let e = finished(&engine, &id).await;
         let home = dir.path().join(directory_name(&id)).canonicalize().unwrap();
         assert_eq!(e.stages[0].status, Status::Succeeded, "{}", error_of(&e, 0));
-        let pwd = e.stages[0].context["script"]["stdout"].as_str().unwrap().trim().to_string();
+        let pwd = e.stages[0].context["script"]["stdout"]
+            .as_str()
+            .unwrap()
+            .trim()
+            .to_string();
         assert_eq!(PathBuf::from(pwd), home.join("build/out"));
         assert_eq!(e.stages[1].status, Status::Succeeded, "{}", error_of(&e, 1));
         assert_eq!(e.stages[2].status, Status::Terminal);
-        assert!(error_of(&e, 2).contains("leads outside the execution's directory"), "{}", error_of(&e, 2));
-        assert!(!Path::new("/tmp/ferry-escape").exists(), "a directory was created outside");
+        assert!(
+            error_of(&e, 2).contains("leads outside the execution's directory"),
+            "{}",
+            error_of(&e, 2)
+        );
+        assert!(
+            !Path::new("/tmp/ferry-escape").exists(),
+            "a directory was created outside"
+        );
         assert!(check_relative("a/./b").is_ok());
         assert!(check_relative("/abs").is_err());
         assert!(check_relative("a/../b").is_err());
@@ -883,24 +1033,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
         let began = std::time::Instant::now();
-        let id = start(&engine, "timeout", json!({"command": ["sh", "-c", "echo started >&2; sleep 60"], "timeoutSeconds": 1})).await;
+        let id = start(
+            &engine,
+            "timeout",
+            json!({"command": ["sh", "-c", "echo started >&2; sleep 60"], "timeoutSeconds": 1}),
+        )
+        .await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Terminal);
         let error = error_of(&e, 0);
-        assert!(error.contains("timed out after 1 s") && error.contains("started"), "{error}");
+        assert!(
+            error.contains("timed out after 1 s") && error.contains("started"),
+            "{error}"
+        );
         assert!(began.elapsed() < Duration::from_secs(15));
         engine.shutdown();
     }
 
     /// Steps a script stage directly, as the engine would right after a restart.
-    async fn recovered_step(engine: &EngineHandle, work: &Path, stage: Value) -> (Step, Map<String, Value>) {
+    async fn recovered_step(
+        engine: &EngineHandle,
+        work: &Path,
+        stage: Value,
+    ) -> (Step, Map<String, Value>) {
         let doc = json!({"application": "scripts", "name": "scratch", "stages": [{"refId": "1", "type": "wait", "waitTime": 3600}]});
         let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
         let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
-        let id = engine.run_pipeline(&record, RunRequest::default()).await.unwrap();
-        let execution = wait_for(engine, &id, Duration::from_secs(5), "running", |e| e.stages[0].status == Status::Running)
+        let id = engine
+            .run_pipeline(&record, RunRequest::default())
             .await
             .unwrap();
+        let execution = wait_for(engine, &id, Duration::from_secs(5), "running", |e| {
+            e.stages[0].status == Status::Running
+        })
+        .await
+        .unwrap();
         let mut context = stage.as_object().unwrap().clone();
         context.insert("script".into(), json!({"startedAt": 1}));
         let value = Value::Object(context.clone());
@@ -915,7 +1082,9 @@ mod tests {
             cancel: tokio_util::sync::CancellationToken::new(),
             engine: engine.clone(),
         };
-        let script = Script { work_dir: work.to_path_buf() };
+        let script = Script {
+            work_dir: work.to_path_buf(),
+        };
         let step = script.step(&config, &mut ctx).await.unwrap();
         (step, ctx.context)
     }
@@ -924,13 +1093,27 @@ mod tests {
     async fn an_interrupted_script_is_not_rerun_unless_asked() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        let (step, context) = recovered_step(&engine, dir.path(), json!({"command": ["touch", "ran"]})).await;
-        assert_eq!(step, Step::Failed { error: INTERRUPTED.into() });
+        let (step, context) =
+            recovered_step(&engine, dir.path(), json!({"command": ["touch", "ran"]})).await;
+        assert_eq!(
+            step,
+            Step::Failed {
+                error: INTERRUPTED.into()
+            }
+        );
         assert!(context["script"].get("exitCode").is_none());
-        let ran = std::fs::read_dir(dir.path()).unwrap().flatten().any(|d| d.path().join("ran").exists());
+        let ran = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .any(|d| d.path().join("ran").exists());
         assert!(!ran, "the script was run again");
 
-        let (step, context) = recovered_step(&engine, dir.path(), json!({"command": ["echo", "again=yes"], "rerunOnRestart": true})).await;
+        let (step, context) = recovered_step(
+            &engine,
+            dir.path(),
+            json!({"command": ["echo", "again=yes"], "rerunOnRestart": true}),
+        )
+        .await;
         assert_eq!(step, Step::Succeeded);
         assert_eq!(context["script"]["exitCode"], json!(0));
         assert_eq!(context["script"]["reruns"], json!(1));

@@ -17,7 +17,10 @@ pub struct WaitConfig {
 }
 
 fn skipped(ctx: &StageCtx) -> bool {
-    ctx.context.get("skipRemainingWait").and_then(Value::as_bool) == Some(true)
+    ctx.context
+        .get("skipRemainingWait")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 fn accept_skip(input: &Map<String, Value>) -> Result<(), String> {
@@ -68,7 +71,9 @@ impl TypedStage for Wait {
             return Ok(Step::Succeeded);
         }
         let paused = ctx.execution.stages[ctx.stage_index].paused_ms;
-        Ok(until(ctx.started_at() + (c.wait_time as i64) * 1000 + paused))
+        Ok(until(
+            ctx.started_at() + (c.wait_time as i64) * 1000 + paused,
+        ))
     }
 }
 
@@ -95,7 +100,10 @@ impl TypedStage for WaitUntil {
             Some(e) => Some(WaitUntilConfig { epoch_millis: e }),
             None => {
                 if f.get("epochMillis").is_none() {
-                    f.problem("epochMillis", "is required (the instant to wait for, in epoch milliseconds)");
+                    f.problem(
+                        "epochMillis",
+                        "is required (the instant to wait for, in epoch milliseconds)",
+                    );
                 }
                 None
             }
@@ -126,7 +134,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _g) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(dir.path()));
-        let skip: Map<String, Value> = serde_json::from_value(json!({"skipRemainingWait": true})).unwrap();
+        let skip: Map<String, Value> =
+            serde_json::from_value(json!({"skipRemainingWait": true})).unwrap();
         run(
             registry,
             store,
@@ -136,8 +145,14 @@ mod tests {
                 completing_input: Some(skip),
                 invalid: vec![
                     (json!({"type": "wait"}), "stages[0].waitTime"),
-                    (json!({"type": "wait", "waitTime": -1}), "stages[0].waitTime"),
-                    (json!({"type": "wait", "waitTime": "soon"}), "stages[0].waitTime"),
+                    (
+                        json!({"type": "wait", "waitTime": -1}),
+                        "stages[0].waitTime",
+                    ),
+                    (
+                        json!({"type": "wait", "waitTime": "soon"}),
+                        "stages[0].waitTime",
+                    ),
                 ],
             },
         )
@@ -150,7 +165,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _g) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(dir.path()));
-        let skip: Map<String, Value> = serde_json::from_value(json!({"skipRemainingWait": true})).unwrap();
+        let skip: Map<String, Value> =
+            serde_json::from_value(json!({"skipRemainingWait": true})).unwrap();
         run(
             registry,
             store,
@@ -160,7 +176,10 @@ mod tests {
                 completing_input: Some(skip),
                 invalid: vec![
                     (json!({"type": "waitUntil"}), "stages[0].epochMillis"),
-                    (json!({"type": "waitUntil", "epochMillis": true}), "stages[0].epochMillis"),
+                    (
+                        json!({"type": "waitUntil", "epochMillis": true}),
+                        "stages[0].epochMillis",
+                    ),
                 ],
             },
         )
@@ -170,8 +189,10 @@ mod tests {
 
     #[test]
     fn only_skip_is_accepted() {
-        let ok: Map<String, Value> = serde_json::from_value(json!({"skipRemainingWait": true})).unwrap();
-        let bad: Map<String, Value> = serde_json::from_value(json!({"judgmentStatus": "continue"})).unwrap();
+        let ok: Map<String, Value> =
+            serde_json::from_value(json!({"skipRemainingWait": true})).unwrap();
+        let bad: Map<String, Value> =
+            serde_json::from_value(json!({"judgmentStatus": "continue"})).unwrap();
         assert!(accept_skip(&ok).is_ok());
         assert!(accept_skip(&bad).is_err());
     }

@@ -160,8 +160,10 @@ impl TypedStage for Webhook {
         let status_json_path = read_json_path(f, "statusJsonPath", &mut deferred);
         let progress_json_path = read_json_path(f, "progressJsonPath", &mut deferred);
         let success_statuses = read_statuses(f, "successStatuses", DEFAULT_SUCCESS, &mut deferred);
-        let canceled_statuses = read_statuses(f, "canceledStatuses", DEFAULT_CANCELED, &mut deferred);
-        let terminal_statuses = read_statuses(f, "terminalStatuses", DEFAULT_TERMINAL, &mut deferred);
+        let canceled_statuses =
+            read_statuses(f, "canceledStatuses", DEFAULT_CANCELED, &mut deferred);
+        let terminal_statuses =
+            read_statuses(f, "terminalStatuses", DEFAULT_TERMINAL, &mut deferred);
         let retry_status_codes = read_status_codes(f, "retryStatusCodes", &mut deferred);
         let fail_fast_status_codes = read_status_codes(f, "failFastStatusCodes", &mut deferred);
         let cancel_endpoint = if f.is_deferred("cancelEndpoint") {
@@ -229,13 +231,18 @@ impl TypedStage for Webhook {
         let mut state = State::load(&ctx.context);
         let result = self.advance(c, ctx, &mut state).await;
         if matches!(result, Ok(Step::Succeeded)) {
-            ctx.outputs.insert(STATE_KEY.into(), Value::Object(state.map.clone()));
+            ctx.outputs
+                .insert(STATE_KEY.into(), Value::Object(state.map.clone()));
         }
         state.save(&mut ctx.context);
         result
     }
 
-    async fn cancel(&self, c: Option<&WebhookConfig>, ctx: &mut StageCtx) -> Result<(), StageError> {
+    async fn cancel(
+        &self,
+        c: Option<&WebhookConfig>,
+        ctx: &mut StageCtx,
+    ) -> Result<(), StageError> {
         let Some(c) = c else { return Ok(()) };
         let Some(endpoint) = &c.cancel_endpoint else {
             return Ok(());
@@ -274,13 +281,20 @@ impl TypedStage for Webhook {
             // The cancel hook runs as its own task, so a short pause between tries is fine.
             tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
         }
-        Err(StageError::Fatal(format!("the cancel request to {shown} failed: {last}")))
+        Err(StageError::Fatal(format!(
+            "the cancel request to {shown} failed: {last}"
+        )))
     }
 }
 
 impl Webhook {
     /// One step of the state machine described in the module docs.
-    async fn advance(&self, c: &WebhookConfig, ctx: &mut StageCtx, state: &mut State) -> Result<Step, StageError> {
+    async fn advance(
+        &self,
+        c: &WebhookConfig,
+        ctx: &mut StageCtx,
+        state: &mut State,
+    ) -> Result<Step, StageError> {
         if state.int("statusCode").is_some() {
             if !c.wait_for_completion {
                 return Ok(Step::Succeeded);
@@ -374,17 +388,28 @@ impl Webhook {
             Err(e) if e.is_policy_refusal() => Step::Failed {
                 error: format!("webhook request to {shown} was refused by Ferry's URL policy: {e}"),
             },
-            Err(e) if may_retry_transport(&e, &c.method, c.resend_on_restart) && attempts < MAX_SEND_ATTEMPTS => {
+            Err(e)
+                if may_retry_transport(&e, &c.method, c.resend_on_restart)
+                    && attempts < MAX_SEND_ATTEMPTS =>
+            {
                 schedule_retry(state, e.to_string(), backoff(attempts))
             }
             Err(e) => Step::Failed {
-                error: format!("webhook request to {shown} failed after {attempts} attempt(s): {e}"),
+                error: format!(
+                    "webhook request to {shown} failed after {attempts} attempt(s): {e}"
+                ),
             },
         }
     }
 
     /// One status poll.
-    async fn monitor(&self, c: &WebhookConfig, ctx: &StageCtx, state: &mut State, url: &str) -> Step {
+    async fn monitor(
+        &self,
+        c: &WebhookConfig,
+        ctx: &StageCtx,
+        state: &mut State,
+        url: &str,
+    ) -> Step {
         let shown = redact_url(url);
         let Some(status_path) = &c.status_json_path else {
             return Step::Failed {
@@ -415,7 +440,10 @@ impl Webhook {
                     monitor.insert("body".into(), stored_body(&r).0);
                     state.set("monitor", Value::Object(monitor));
                     return Step::Failed {
-                        error: format!("the status URL {shown} answered HTTP {code}{}", body_excerpt(&r)),
+                        error: format!(
+                            "the status URL {shown} answered HTTP {code}{}",
+                            body_excerpt(&r)
+                        ),
                     };
                 }
             }
@@ -429,13 +457,19 @@ impl Webhook {
                 return step;
             }
         };
-        let errors = monitor.get("consecutiveErrors").and_then(Value::as_u64).unwrap_or(0) + 1;
+        let errors = monitor
+            .get("consecutiveErrors")
+            .and_then(Value::as_u64)
+            .unwrap_or(0)
+            + 1;
         monitor.insert("consecutiveErrors".into(), json!(errors));
         monitor.insert("lastError".into(), json!(transient));
         state.set("monitor", Value::Object(monitor));
         if errors >= MAX_MONITOR_ERRORS {
             return Step::Failed {
-                error: format!("polling the status URL {shown} failed {errors} times in a row; last error: {transient}"),
+                error: format!(
+                    "polling the status URL {shown} failed {errors} times in a row; last error: {transient}"
+                ),
             };
         }
         Step::Running {
@@ -454,7 +488,9 @@ fn judge_status(
 ) -> Step {
     let Ok(body) = serde_json::from_slice::<Value>(&response.body) else {
         return Step::Failed {
-            error: format!("the status response from {shown} is not JSON, so statusJsonPath {status_path} cannot be read"),
+            error: format!(
+                "the status response from {shown} is not JSON, so statusJsonPath {status_path} cannot be read"
+            ),
         };
     };
     if let Some(progress) = c.progress_json_path.as_ref().and_then(|p| p.find(&body)) {
@@ -462,7 +498,9 @@ fn judge_status(
     }
     let Some(status) = status_path.find(&body) else {
         return Step::Failed {
-            error: format!("statusJsonPath {status_path} was not found in the status response from {shown}"),
+            error: format!(
+                "statusJsonPath {status_path} was not found in the status response from {shown}"
+            ),
         };
     };
     match classify_status(status, c) {
@@ -556,7 +594,11 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// Decides whether a request that a restart interrupted (marker committed, no response
 /// recorded) may be sent again. `Err` holds the stage's failure message.
-pub fn resend_after_restart(method: &Method, resend_on_restart: bool, url: &str) -> Result<(), String> {
+pub fn resend_after_restart(
+    method: &Method,
+    resend_on_restart: bool,
+    url: &str,
+) -> Result<(), String> {
     if is_idempotent(method) || resend_on_restart {
         return Ok(());
     }
@@ -611,7 +653,10 @@ fn stored_body(response: &GuardedResponse) -> (Value, bool) {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(v) => (v, false),
-        Err(_) => (Value::String(String::from_utf8_lossy(bytes).into_owned()), false),
+        Err(_) => (
+            Value::String(String::from_utf8_lossy(bytes).into_owned()),
+            false,
+        ),
     }
 }
 
@@ -639,17 +684,18 @@ fn text_of(v: &Value) -> String {
 fn status_url(c: &WebhookConfig, response: &GuardedResponse) -> Result<String, String> {
     let raw = match c.status_url_resolution {
         StatusUrlResolution::GetMethod => return Ok(c.url.clone()),
-        StatusUrlResolution::LocationHeader => response
-            .header("location")
-            .map(str::to_string)
-            .ok_or("statusUrlResolution is locationHeader, but the response has no Location header")?,
+        StatusUrlResolution::LocationHeader => {
+            response.header("location").map(str::to_string).ok_or(
+                "statusUrlResolution is locationHeader, but the response has no Location header",
+            )?
+        }
         StatusUrlResolution::WebhookResponse => {
-            let path = c
-                .status_url_json_path
-                .as_ref()
-                .ok_or("statusUrlJsonPath is required when statusUrlResolution is webhookResponse")?;
-            let body: Value = serde_json::from_slice(&response.body)
-                .map_err(|_| format!("the response is not JSON, so statusUrlJsonPath {path} cannot be read"))?;
+            let path = c.status_url_json_path.as_ref().ok_or(
+                "statusUrlJsonPath is required when statusUrlResolution is webhookResponse",
+            )?;
+            let body: Value = serde_json::from_slice(&response.body).map_err(|_| {
+                format!("the response is not JSON, so statusUrlJsonPath {path} cannot be read")
+            })?;
             match path.find(&body) {
                 Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
                 Some(other) => {
@@ -658,7 +704,11 @@ fn status_url(c: &WebhookConfig, response: &GuardedResponse) -> Result<String, S
                         kind(other)
                     ));
                 }
-                None => return Err(format!("statusUrlJsonPath {path} was not found in the response")),
+                None => {
+                    return Err(format!(
+                        "statusUrlJsonPath {path} was not found in the response"
+                    ));
+                }
             }
         }
     };
@@ -672,7 +722,9 @@ fn status_url(c: &WebhookConfig, response: &GuardedResponse) -> Result<String, S
 
 /// Adds the payload as a JSON body (and a JSON content type unless the stage set one).
 fn with_payload(mut request: GuardedRequest, payload: Option<&Value>) -> GuardedRequest {
-    let Some(payload) = payload else { return request };
+    let Some(payload) = payload else {
+        return request;
+    };
     let has_type = request
         .headers
         .iter()
@@ -688,15 +740,24 @@ fn with_payload(mut request: GuardedRequest, payload: Option<&Value>) -> Guarded
 
 /// The headers of every request: the evaluated custom headers and the idempotency key.
 /// Evaluation happens here, in memory; the values are never stored or shown.
-async fn request_headers(c: &WebhookConfig, ctx: &StageCtx) -> Result<Vec<(String, String)>, String> {
-    let mut headers = if c.custom_headers.iter().any(|(_, v)| looks_like_expression(v)) {
+async fn request_headers(
+    c: &WebhookConfig,
+    ctx: &StageCtx,
+) -> Result<Vec<(String, String)>, String> {
+    let mut headers = if c
+        .custom_headers
+        .iter()
+        .any(|(_, v)| looks_like_expression(v))
+    {
         let execution = ctx.execution.clone();
         let index = ctx.stage_index;
         let context = ctx.context.clone();
         let templates = c.custom_headers.clone();
-        tokio::task::spawn_blocking(move || evaluate_headers(&execution, index, &context, &templates))
-            .await
-            .map_err(|e| format!("customHeaders could not be evaluated: {e}"))??
+        tokio::task::spawn_blocking(move || {
+            evaluate_headers(&execution, index, &context, &templates)
+        })
+        .await
+        .map_err(|e| format!("customHeaders could not be evaluated: {e}"))??
     } else {
         c.custom_headers.clone()
     };
@@ -726,7 +787,10 @@ fn evaluate_headers(
         let (value, errors) = ferry_expr::evaluate_tree(&Value::String(template.clone()), &ectx);
         if let Some(e) = errors.first() {
             // The message names the problem; the value (a secret, perhaps) is not shown.
-            return Err(format!("customHeaders.{name}: the expression could not be evaluated: {}", e.message));
+            return Err(format!(
+                "customHeaders.{name}: the expression could not be evaluated: {}",
+                e.message
+            ));
         }
         match value {
             Value::String(s) => out.push((name.clone(), s)),
@@ -756,7 +820,10 @@ impl State {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
-        State { map, endpoint: None }
+        State {
+            map,
+            endpoint: None,
+        }
     }
 
     fn save(&mut self, context: &mut Map<String, Value>) {
@@ -771,7 +838,11 @@ impl State {
     }
 
     fn object(&self, key: &str) -> Map<String, Value> {
-        self.map.get(key).and_then(Value::as_object).cloned().unwrap_or_default()
+        self.map
+            .get(key)
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default()
     }
 
     fn set(&mut self, key: &str, value: Value) {
@@ -795,7 +866,10 @@ fn read_method(f: &mut Fields<'_>, key: &str, deferred: &mut bool) -> Option<Met
     };
     let upper = raw.trim().to_ascii_uppercase();
     if !METHODS.contains(&upper.as_str()) {
-        f.problem(key, format!("must be one of {}; found \"{raw}\"", METHODS.join(", ")));
+        f.problem(
+            key,
+            format!("must be one of {}; found \"{raw}\"", METHODS.join(", ")),
+        );
         return None;
     }
     match Method::from_bytes(upper.as_bytes()) {
@@ -820,7 +894,9 @@ fn read_resolution(f: &mut Fields<'_>, deferred: &mut bool) -> Option<StatusUrlR
         Some(other) => {
             f.problem(
                 KEY,
-                format!("must be one of getMethod, locationHeader, webhookResponse; found \"{other}\""),
+                format!(
+                    "must be one of getMethod, locationHeader, webhookResponse; found \"{other}\""
+                ),
             );
             None
         }
@@ -845,7 +921,12 @@ fn read_json_path(f: &mut Fields<'_>, key: &str, deferred: &mut bool) -> Option<
     }
 }
 
-fn read_statuses(f: &mut Fields<'_>, key: &str, default: &[&str], deferred: &mut bool) -> Vec<String> {
+fn read_statuses(
+    f: &mut Fields<'_>,
+    key: &str,
+    default: &[&str],
+    deferred: &mut bool,
+) -> Vec<String> {
     if f.is_deferred(key) {
         *deferred = true;
         return Vec::new();
@@ -853,9 +934,16 @@ fn read_statuses(f: &mut Fields<'_>, key: &str, default: &[&str], deferred: &mut
     let list: Vec<String> = match f.get(key) {
         None => Vec::new(),
         Some(Value::String(s)) => s.split(',').map(|p| p.trim().to_string()).collect(),
-        Some(Value::Array(_)) => f.string_list(key).into_iter().map(|s| s.trim().to_string()).collect(),
+        Some(Value::Array(_)) => f
+            .string_list(key)
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .collect(),
         Some(other) => {
-            let msg = format!("must be a comma-separated string or a list of strings, found {}", kind(other));
+            let msg = format!(
+                "must be a comma-separated string or a list of strings, found {}",
+                kind(other)
+            );
             f.problem(key, msg);
             Vec::new()
         }
@@ -896,7 +984,9 @@ fn read_status_codes(f: &mut Fields<'_>, key: &str, deferred: &mut bool) -> Vec<
                 };
                 f.problem(
                     &format!("{key}[{i}]"),
-                    format!("must be an HTTP status code (an integer from 100 to 599), found {found}"),
+                    format!(
+                        "must be an HTTP status code (an integer from 100 to 599), found {found}"
+                    ),
                 );
             }
         }
@@ -904,14 +994,23 @@ fn read_status_codes(f: &mut Fields<'_>, key: &str, deferred: &mut bool) -> Vec<
     out
 }
 
-fn read_seconds(f: &mut Fields<'_>, key: &str, default: f64, min: f64, deferred: &mut bool) -> Option<Duration> {
+fn read_seconds(
+    f: &mut Fields<'_>,
+    key: &str,
+    default: f64,
+    min: f64,
+    deferred: &mut bool,
+) -> Option<Duration> {
     if f.is_deferred(key) {
         *deferred = true;
         return None;
     }
     let secs = f.opt_f64(key).unwrap_or(default);
     if secs < min || secs > 365.0 * 24.0 * 3600.0 {
-        f.problem(key, format!("must be between {min} and 31536000 seconds, found {secs}"));
+        f.problem(
+            key,
+            format!("must be between {min} and 31536000 seconds, found {secs}"),
+        );
         return None;
     }
     Duration::try_from_secs_f64(secs).ok()
@@ -939,7 +1038,10 @@ fn read_headers(f: &mut Fields<'_>) -> Vec<(String, String)> {
             f.problem(&path, "is not a valid HTTP header name");
             continue;
         }
-        if RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name)) {
+        if RESERVED_HEADERS
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(name))
+        {
             f.problem(&path, "is set by Ferry and cannot be set by a stage");
             continue;
         }
@@ -956,7 +1058,13 @@ fn read_headers(f: &mut Fields<'_>) -> Vec<(String, String)> {
                 Value::String(s) => s.clone(),
                 Value::Number(_) | Value::Bool(_) => v.to_string(),
                 other => {
-                    f.problem(&p, format!("must be a string or a list of strings, found {}", kind(other)));
+                    f.problem(
+                        &p,
+                        format!(
+                            "must be a string or a list of strings, found {}",
+                            kind(other)
+                        ),
+                    );
                     continue;
                 }
             };
@@ -965,7 +1073,10 @@ fn read_headers(f: &mut Fields<'_>) -> Vec<(String, String)> {
                     f.problem(&p, format!("invalid expression: {}", e.message));
                 }
             } else if http::HeaderValue::from_str(&text).is_err() {
-                f.problem(&p, "is not a valid header value (it holds control characters)");
+                f.problem(
+                    &p,
+                    "is not a valid header value (it holds control characters)",
+                );
                 continue;
             }
             out.push((name.clone(), text));
@@ -1123,6 +1234,8 @@ fn check_name(name: &str, at: usize) -> Result<(), String> {
 }
 
 #[cfg(test)]
+// Tests may unwrap (house rule 2); the crate has no clippy.toml saying so yet.
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::testutil;
@@ -1167,10 +1280,28 @@ mod tests {
     impl Receiver {
         fn new_job(&mut self, name: Option<&str>, payload: &Value) -> String {
             self.next_job += 1;
-            let id = name.map(str::to_string).unwrap_or_else(|| self.next_job.to_string());
-            let duration = Duration::from_millis(payload.get("durationMs").and_then(Value::as_u64).unwrap_or(0));
-            let final_status = payload.get("finalStatus").and_then(Value::as_str).unwrap_or("SUCCESS").to_string();
-            self.jobs.insert(id.clone(), Job { created: Instant::now(), duration, final_status });
+            let id = name
+                .map(str::to_string)
+                .unwrap_or_else(|| self.next_job.to_string());
+            let duration = Duration::from_millis(
+                payload
+                    .get("durationMs")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0),
+            );
+            let final_status = payload
+                .get("finalStatus")
+                .and_then(Value::as_str)
+                .unwrap_or("SUCCESS")
+                .to_string();
+            self.jobs.insert(
+                id.clone(),
+                Job {
+                    created: Instant::now(),
+                    duration,
+                    final_status,
+                },
+            );
             id
         }
 
@@ -1179,7 +1310,11 @@ mod tests {
                 None => (StatusCode::NOT_FOUND, "no such job").into_response(),
                 Some(job) => {
                     let done = job.created.elapsed() >= job.duration;
-                    let status = if done { job.final_status.as_str() } else { "RUNNING" };
+                    let status = if done {
+                        job.final_status.as_str()
+                    } else {
+                        "RUNNING"
+                    };
                     let progress = if done { "all done" } else { "working" };
                     axum::Json(json!({"status": status, "progress": progress})).into_response()
                 }
@@ -1187,7 +1322,13 @@ mod tests {
         }
     }
 
-    async fn receive(AxState(shared): AxState<Shared>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    async fn receive(
+        AxState(shared): AxState<Shared>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let mut r = shared.lock().unwrap();
         let path = uri.path().to_string();
         r.seen.push(Seen {
@@ -1195,7 +1336,12 @@ mod tests {
             path: path.clone(),
             headers: headers
                 .iter()
-                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(n, v)| {
+                    (
+                        n.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect(),
             body: String::from_utf8_lossy(&body).into_owned(),
         });
@@ -1233,10 +1379,18 @@ mod tests {
                 }
             }
             (_, ["status", code]) => {
-                let code = code.parse::<u16>().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::IM_A_TEAPOT);
+                let code = code
+                    .parse::<u16>()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::IM_A_TEAPOT);
                 (code, axum::Json(json!({"error": "nope"}))).into_response()
             }
-            (_, ["redirect"]) => (StatusCode::FOUND, [("location", "http://169.254.169.254/latest/meta-data/")]).into_response(),
+            (_, ["redirect"]) => (
+                StatusCode::FOUND,
+                [("location", "http://169.254.169.254/latest/meta-data/")],
+            )
+                .into_response(),
             (_, ["cancel", _]) => axum::Json(json!({"canceled": true})).into_response(),
             _ => (StatusCode::NOT_FOUND, "unknown").into_response(),
         }
@@ -1245,8 +1399,13 @@ mod tests {
     async fn receiver() -> (String, Shared) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let shared: Shared = Arc::new(Mutex::new(Receiver { base: base.clone(), ..Receiver::default() }));
-        let app = axum::Router::new().fallback(receive).with_state(shared.clone());
+        let shared: Shared = Arc::new(Mutex::new(Receiver {
+            base: base.clone(),
+            ..Receiver::default()
+        }));
+        let app = axum::Router::new()
+            .fallback(receive)
+            .with_state(shared.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -1262,7 +1421,9 @@ mod tests {
     async fn engine(work: &std::path::Path) -> (EngineHandle, tempfile::TempDir) {
         let (store, guard) = testutil::sqlite_store().await;
         let registry = crate::core_registry(&testutil::services(work));
-        let (engine, _join) = Engine::start(store, registry, EngineConfig::default()).await.unwrap();
+        let (engine, _join) = Engine::start(store, registry, EngineConfig::default())
+            .await
+            .unwrap();
         (engine, guard)
     }
 
@@ -1274,17 +1435,30 @@ mod tests {
         let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
         let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
         engine
-            .run_pipeline(&record, RunRequest { user: "tester".into(), ..RunRequest::default() })
+            .run_pipeline(
+                &record,
+                RunRequest {
+                    user: "tester".into(),
+                    ..RunRequest::default()
+                },
+            )
             .await
             .unwrap()
     }
 
     async fn finished(engine: &EngineHandle, id: &str) -> Execution {
-        wait_for(engine, id, Duration::from_secs(20), "completion", |e| e.status.is_complete()).await.unwrap()
+        wait_for(engine, id, Duration::from_secs(20), "completion", |e| {
+            e.status.is_complete()
+        })
+        .await
+        .unwrap()
     }
 
     fn error_of(e: &Execution) -> String {
-        e.stages[0].context["exception"]["details"]["error"].as_str().unwrap_or_default().to_string()
+        e.stages[0].context["exception"]["details"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     fn waiting(url: &str, extra: Value) -> Value {
@@ -1364,9 +1538,18 @@ mod tests {
         let ctx = &e.stages[0].context;
         assert_eq!(ctx["statusEndpoint"], json!(url));
         assert_eq!(ctx["webhook"]["statusCode"], json!(202));
-        assert_eq!(ctx["webhook"]["monitor"]["progressMessage"], json!("all done"));
-        assert_eq!(e.stages[0].outputs["webhook"]["monitor"]["body"]["status"], json!("SUCCESS"));
-        let polls = seen(&shared).iter().filter(|s| s.method == "GET" && s.path == "/same/job-g").count();
+        assert_eq!(
+            ctx["webhook"]["monitor"]["progressMessage"],
+            json!("all done")
+        );
+        assert_eq!(
+            e.stages[0].outputs["webhook"]["monitor"]["body"]["status"],
+            json!("SUCCESS")
+        );
+        let polls = seen(&shared)
+            .iter()
+            .filter(|s| s.method == "GET" && s.path == "/same/job-g")
+            .count();
         assert!(polls >= 1, "the same URL was never polled with GET");
         engine.shutdown();
     }
@@ -1385,8 +1568,15 @@ mod tests {
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
         // The relative Location `/jobs/1` is resolved against the URL that answered.
-        assert_eq!(e.stages[0].context["statusEndpoint"], json!(format!("{base}/jobs/1")));
-        assert!(seen(&shared).iter().any(|s| s.method == "GET" && s.path == "/jobs/1"));
+        assert_eq!(
+            e.stages[0].context["statusEndpoint"],
+            json!(format!("{base}/jobs/1"))
+        );
+        assert!(
+            seen(&shared)
+                .iter()
+                .any(|s| s.method == "GET" && s.path == "/jobs/1")
+        );
         engine.shutdown();
     }
 
@@ -1396,16 +1586,33 @@ mod tests {
         let (base, _shared) = receiver().await;
         let (engine, _g) = engine(dir.path()).await;
         let url = format!("{base}/hook");
-        let ok = start(&engine, "response-ok", waiting(&url, json!({"payload": {"durationMs": 200}}))).await;
+        let ok = start(
+            &engine,
+            "response-ok",
+            waiting(&url, json!({"payload": {"durationMs": 200}})),
+        )
+        .await;
         let e = finished(&engine, &ok).await;
         assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
-        assert_eq!(e.stages[0].context["statusEndpoint"], json!(format!("{base}/jobs/1")));
+        assert_eq!(
+            e.stages[0].context["statusEndpoint"],
+            json!(format!("{base}/jobs/1"))
+        );
         assert_eq!(e.stages[0].context["webhook"]["body"]["id"], json!("1"));
 
-        let bad = start(&engine, "response-bad", waiting(&url, json!({"payload": {"finalStatus": "FAILED"}}))).await;
+        let bad = start(
+            &engine,
+            "response-bad",
+            waiting(&url, json!({"payload": {"finalStatus": "FAILED"}})),
+        )
+        .await;
         let e = finished(&engine, &bad).await;
         assert_eq!(e.status, Status::Terminal);
-        assert!(error_of(&e).contains("terminal status \"FAILED\""), "{}", error_of(&e));
+        assert!(
+            error_of(&e).contains("terminal status \"FAILED\""),
+            "{}",
+            error_of(&e)
+        );
         engine.shutdown();
     }
 
@@ -1424,7 +1631,13 @@ mod tests {
         assert_eq!(state["attempts"], json!(2));
         assert_eq!(state["statusCode"], json!(200));
         assert_eq!(state["body"]["hits"], json!(2));
-        assert_eq!(seen(&shared).iter().filter(|s| s.path == "/flaky/a").count(), 2);
+        assert_eq!(
+            seen(&shared)
+                .iter()
+                .filter(|s| s.path == "/flaky/a")
+                .count(),
+            2
+        );
         engine.shutdown();
     }
 
@@ -1450,7 +1663,10 @@ mod tests {
             let e = finished(&engine, &id).await;
             assert_eq!(e.status, Status::Terminal);
             let error = error_of(&e);
-            assert!(error.contains(&format!("HTTP {code} (a failFastStatusCode)")), "{error}");
+            assert!(
+                error.contains(&format!("HTTP {code} (a failFastStatusCode)")),
+                "{error}"
+            );
             assert!(error.contains("nope"), "the error shows the body: {error}");
             assert_eq!(e.stages[0].context["webhook"]["statusCode"], json!(code));
             assert_eq!(e.stages[0].context["webhook"]["attempts"], json!(1));
@@ -1479,18 +1695,32 @@ mod tests {
         let id = start(&engine, "headers", stage).await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
-        let request = seen(&shared).into_iter().find(|s| s.path == "/flaky/h").unwrap();
+        let request = seen(&shared)
+            .into_iter()
+            .find(|s| s.path == "/flaky/h")
+            .unwrap();
         let header = |name: &str| -> Vec<String> {
-            request.headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.clone()).collect()
+            request
+                .headers
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .collect()
         };
         assert_eq!(header("x-api-key"), vec!["s3cret-token-42".to_string()]);
-        assert_eq!(header("x-multi"), vec!["one".to_string(), "two".to_string()]);
+        assert_eq!(
+            header("x-multi"),
+            vec!["one".to_string(), "two".to_string()]
+        );
         let key = format!("{}:{}:1", e.id, e.stages[0].id);
         assert_eq!(header("x-ferry-idempotency-key"), vec![key]);
 
         let stored = engine.store().get_execution(&id).await.unwrap().unwrap();
         let text = serde_json::to_string(&stored).unwrap();
-        assert!(!text.contains("s3cret-token-42"), "a header value was stored: {text}");
+        assert!(
+            !text.contains("s3cret-token-42"),
+            "a header value was stored: {text}"
+        );
         let live = serde_json::to_string(&e).unwrap();
         assert!(!live.contains("s3cret-token-42"));
         engine.shutdown();
@@ -1513,7 +1743,10 @@ mod tests {
         assert_eq!(e.status, Status::Terminal);
         let error = error_of(&e);
         assert!(error.contains("refused by Ferry's URL policy"), "{error}");
-        assert!(error.contains("169.254.169.254") && error.contains("link-local"), "{error}");
+        assert!(
+            error.contains("169.254.169.254") && error.contains("link-local"),
+            "{error}"
+        );
         // A policy refusal is final: no retry, and (the address being checked before any
         // connection) no waiting on a connect timeout either.
         assert_eq!(e.stages[0].context["webhook"]["attempts"], json!(1));
@@ -1527,13 +1760,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (base, shared) = receiver().await;
         let (engine, _g) = engine(dir.path()).await;
-        let id = start(&engine, "redirect", json!({"type": "webhook", "url": format!("{base}/redirect")})).await;
+        let id = start(
+            &engine,
+            "redirect",
+            json!({"type": "webhook", "url": format!("{base}/redirect")}),
+        )
+        .await;
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Terminal);
         let error = error_of(&e);
         assert!(error.contains("refused by Ferry's URL policy"), "{error}");
-        assert!(error.contains("redirect to http://169.254.169.254/"), "{error}");
-        assert_eq!(seen(&shared).iter().filter(|s| s.path == "/redirect").count(), 1);
+        assert!(
+            error.contains("redirect to http://169.254.169.254/"),
+            "{error}"
+        );
+        assert_eq!(
+            seen(&shared)
+                .iter()
+                .filter(|s| s.path == "/redirect")
+                .count(),
+            1
+        );
         engine.shutdown();
     }
 
@@ -1560,7 +1807,13 @@ mod tests {
         .await
         .unwrap();
         engine
-            .command(&id, Command::Cancel { user: "me".into(), reason: None })
+            .command(
+                &id,
+                Command::Cancel {
+                    user: "me".into(),
+                    reason: None,
+                },
+            )
             .await
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -1568,12 +1821,22 @@ mod tests {
             if let Some(s) = seen(&shared).into_iter().find(|s| s.path == "/cancel/1") {
                 break s;
             }
-            assert!(Instant::now() < deadline, "the cancel endpoint was not called");
+            assert!(
+                Instant::now() < deadline,
+                "the cancel endpoint was not called"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         assert_eq!(call.method, "POST");
-        assert_eq!(serde_json::from_str::<Value>(&call.body).unwrap(), json!({"reason": "stop it"}));
-        assert!(call.headers.iter().any(|(n, _)| n == "x-ferry-idempotency-key"));
+        assert_eq!(
+            serde_json::from_str::<Value>(&call.body).unwrap(),
+            json!({"reason": "stop it"})
+        );
+        assert!(
+            call.headers
+                .iter()
+                .any(|(n, _)| n == "x-ferry-idempotency-key")
+        );
         let e = finished(&engine, &id).await;
         assert_eq!(e.status, Status::Canceled);
         engine.shutdown();
@@ -1583,12 +1846,25 @@ mod tests {
 
     #[test]
     fn only_idempotent_requests_are_resent_after_a_restart() {
-        for m in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE, Method::OPTIONS] {
-            assert!(resend_after_restart(&m, false, "https://example.com/").is_ok(), "{m}");
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ] {
+            assert!(
+                resend_after_restart(&m, false, "https://example.com/").is_ok(),
+                "{m}"
+            );
         }
         for m in [Method::POST, Method::PATCH] {
-            let error = resend_after_restart(&m, false, "https://user:pw@example.com/x").unwrap_err();
-            assert!(error.contains("not idempotent") && error.contains("resendOnRestart"), "{error}");
+            let error =
+                resend_after_restart(&m, false, "https://user:pw@example.com/x").unwrap_err();
+            assert!(
+                error.contains("not idempotent") && error.contains("resendOnRestart"),
+                "{error}"
+            );
             assert!(!error.contains("pw@"), "credentials shown: {error}");
             assert!(resend_after_restart(&m, true, "https://example.com/").is_ok());
         }
@@ -1599,16 +1875,28 @@ mod tests {
         let doc = json!({"application": "hooks", "name": "scratch", "stages": [{"refId": "1", "type": "wait", "waitTime": 3600}]});
         let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
         let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
-        let id = engine.run_pipeline(&record, RunRequest::default()).await.unwrap();
-        let e = wait_for(engine, &id, Duration::from_secs(5), "running", |e| e.stages[0].status == Status::Running)
+        let id = engine
+            .run_pipeline(&record, RunRequest::default())
             .await
             .unwrap();
+        let e = wait_for(engine, &id, Duration::from_secs(5), "running", |e| {
+            e.stages[0].status == Status::Running
+        })
+        .await
+        .unwrap();
         Arc::new(e)
     }
 
-    async fn recovered_step(engine: &EngineHandle, execution: Arc<Execution>, stage: Value) -> (Step, Map<String, Value>) {
+    async fn recovered_step(
+        engine: &EngineHandle,
+        execution: Arc<Execution>,
+        stage: Value,
+    ) -> (Step, Map<String, Value>) {
         let mut context = stage.as_object().unwrap().clone();
-        context.insert("webhook".into(), json!({"requestStartedAt": 1, "attempts": 1}));
+        context.insert(
+            "webhook".into(),
+            json!({"requestStartedAt": 1, "attempts": 1}),
+        );
         let value = Value::Object(context.clone());
         let mut problems = Vec::new();
         let config = Webhook::config(&mut Fields::new(&value, "", &mut problems)).unwrap();
@@ -1622,7 +1910,9 @@ mod tests {
             cancel: tokio_util::sync::CancellationToken::new(),
             engine: engine.clone(),
         };
-        let hook = Webhook { http: testutil::services(std::path::Path::new("/nonexistent")).http };
+        let hook = Webhook {
+            http: testutil::services(std::path::Path::new("/nonexistent")).http,
+        };
         let step = hook.step(&config, &mut ctx).await.unwrap();
         (step, ctx.context)
     }
@@ -1643,16 +1933,29 @@ mod tests {
         assert!(error.contains("not idempotent"), "{error}");
         assert!(seen(&shared).iter().all(|s| s.path != "/flaky/post"));
 
-        let get = json!({"type": "webhook", "url": format!("{base}/flaky/get?fails=0"), "method": "GET"});
+        let get =
+            json!({"type": "webhook", "url": format!("{base}/flaky/get?fails=0"), "method": "GET"});
         let (step, context) = recovered_step(&engine, execution.clone(), get).await;
         assert_eq!(step, Step::Succeeded);
         assert_eq!(context["webhook"]["statusCode"], json!(200));
-        assert_eq!(seen(&shared).iter().filter(|s| s.path == "/flaky/get").count(), 1);
+        assert_eq!(
+            seen(&shared)
+                .iter()
+                .filter(|s| s.path == "/flaky/get")
+                .count(),
+            1
+        );
 
         let forced = json!({"type": "webhook", "url": format!("{base}/flaky/forced?fails=0"), "resendOnRestart": true});
         let (step, _) = recovered_step(&engine, execution, forced).await;
         assert_eq!(step, Step::Succeeded);
-        assert_eq!(seen(&shared).iter().filter(|s| s.path == "/flaky/forced").count(), 1);
+        assert_eq!(
+            seen(&shared)
+                .iter()
+                .filter(|s| s.path == "/flaky/forced")
+                .count(),
+            1
+        );
         engine.shutdown();
     }
 
@@ -1672,7 +1975,16 @@ mod tests {
         assert_eq!(at("$.a.missing"), None);
         assert_eq!(at("$.list[5]"), None);
         assert_eq!(at("$.a.b.c"), None);
-        for bad in ["", "$..a", "$.a[*]", "$.a[?(@.b)]", "$.a[0", "$['a'", "$.*", "$a"] {
+        for bad in [
+            "",
+            "$..a",
+            "$.a[*]",
+            "$.a[?(@.b)]",
+            "$.a[0",
+            "$['a'",
+            "$.*",
+            "$a",
+        ] {
             assert!(JsonPath::parse(bad).is_err(), "{bad} was accepted");
         }
     }
@@ -1689,8 +2001,14 @@ mod tests {
         assert_eq!(classify_status_code(502, &c), SendVerdict::FailFast);
         assert_eq!(classify_status_code(400, &c), SendVerdict::Fail);
         assert_eq!(classify_status(&json!("DONE"), &c), Progress::Succeeded);
-        assert_eq!(classify_status(&json!("aborted"), &c), Progress::Canceled("aborted".into()));
-        assert_eq!(classify_status(&json!("FAILED"), &c), Progress::Terminal("FAILED".into()));
+        assert_eq!(
+            classify_status(&json!("aborted"), &c),
+            Progress::Canceled("aborted".into())
+        );
+        assert_eq!(
+            classify_status(&json!("FAILED"), &c),
+            Progress::Terminal("FAILED".into())
+        );
         assert_eq!(classify_status(&json!(40), &c), Progress::Percent(40.0));
         assert_eq!(classify_status(&json!("working"), &c), Progress::Running);
         assert_eq!(backoff(1), Duration::from_secs(1));

@@ -6,9 +6,9 @@ use crate::codec::{
     ExecutionSpec, application_from, canonical_json, execution_body, execution_from, from_json,
     status, to_json,
 };
-use ferry_core::{ExecutionWrite, 
-    Application, Execution, ExecutionFilter, ExecutionSummary, Pipeline, PipelineRecord,
-    QueuedCommand, StageExecution, Status, StoreError, StoreResult,
+use ferry_core::{
+    Application, Execution, ExecutionFilter, ExecutionSummary, ExecutionWrite, Pipeline,
+    PipelineRecord, QueuedCommand, StageExecution, Status, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::{
@@ -579,7 +579,12 @@ where
 
     pub async fn create_execution(&self, e: &Execution, ack: Option<i64>) -> StoreResult<()> {
         let acks: Vec<i64> = ack.into_iter().collect();
-        let write = ExecutionWrite { execution: e, create: true, changed_stages: &[], acks: &acks };
+        let write = ExecutionWrite {
+            execution: e,
+            create: true,
+            changed_stages: &[],
+            acks: &acks,
+        };
         self.write_executions(&[write]).await
     }
 
@@ -590,7 +595,12 @@ where
         ack: Option<i64>,
     ) -> StoreResult<()> {
         let acks: Vec<i64> = ack.into_iter().collect();
-        let write = ExecutionWrite { execution: e, create: false, changed_stages, acks: &acks };
+        let write = ExecutionWrite {
+            execution: e,
+            create: false,
+            changed_stages,
+            acks: &acks,
+        };
         self.write_executions(&[write]).await
     }
 

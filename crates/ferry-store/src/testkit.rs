@@ -633,34 +633,78 @@ pub async fn ack_is_atomic_with_the_write(store: &dyn Store) -> StoreResult<()> 
 pub async fn batch_is_all_or_nothing(store: &dyn Store) -> StoreResult<()> {
     use ferry_core::ExecutionWrite;
     let app = unique("kit-batch");
-    let a = sample_execution(&app, "pipe-b", &ferry_core::new_time_id(), 1_700_000_000_100);
-    let b = sample_execution(&app, "pipe-b", &ferry_core::new_time_id(), 1_700_000_000_200);
+    let a = sample_execution(
+        &app,
+        "pipe-b",
+        &ferry_core::new_time_id(),
+        1_700_000_000_100,
+    );
+    let b = sample_execution(
+        &app,
+        "pipe-b",
+        &ferry_core::new_time_id(),
+        1_700_000_000_200,
+    );
     let cmd = store.enqueue(&a.id, &json!({"type": "x"})).await?;
     // Create a and b together, acking the command.
     store
         .write_executions(&[
-            ExecutionWrite { execution: &a, create: true, changed_stages: &[], acks: &[cmd] },
-            ExecutionWrite { execution: &b, create: true, changed_stages: &[], acks: &[] },
+            ExecutionWrite {
+                execution: &a,
+                create: true,
+                changed_stages: &[],
+                acks: &[cmd],
+            },
+            ExecutionWrite {
+                execution: &b,
+                create: true,
+                changed_stages: &[],
+                acks: &[],
+            },
         ])
         .await?;
     assert_eq!(store.get_execution(&a.id).await?, Some(a.clone()));
     assert_eq!(store.get_execution(&b.id).await?, Some(b.clone()));
-    assert!(store.pending_commands(10_000).await?.iter().all(|c| c.id != cmd));
+    assert!(
+        store
+            .pending_commands(10_000)
+            .await?
+            .iter()
+            .all(|c| c.id != cmd)
+    );
     // Update a, and update a ghost: the whole batch fails and a is unchanged.
     let mut a2 = a.clone();
     a2.stages[0].status = Status::Succeeded;
-    let ghost = Execution { id: format!("{}-ghost", b.id), ..b.clone() };
+    let ghost = Execution {
+        id: format!("{}-ghost", b.id),
+        ..b.clone()
+    };
     let failed = store
         .write_executions(&[
-            ExecutionWrite { execution: &a2, create: false, changed_stages: &[0], acks: &[] },
-            ExecutionWrite { execution: &ghost, create: false, changed_stages: &[0], acks: &[] },
+            ExecutionWrite {
+                execution: &a2,
+                create: false,
+                changed_stages: &[0],
+                acks: &[],
+            },
+            ExecutionWrite {
+                execution: &ghost,
+                create: false,
+                changed_stages: &[0],
+                acks: &[],
+            },
         ])
         .await;
     assert!(is_conflict(&failed), "{failed:?}");
     assert_eq!(store.get_execution(&a.id).await?, Some(a.clone()));
     // The same update alone succeeds.
     store
-        .write_executions(&[ExecutionWrite { execution: &a2, create: false, changed_stages: &[0], acks: &[] }])
+        .write_executions(&[ExecutionWrite {
+            execution: &a2,
+            create: false,
+            changed_stages: &[0],
+            acks: &[],
+        }])
         .await?;
     assert_eq!(store.get_execution(&a.id).await?, Some(a2));
     Ok(())

@@ -7,7 +7,9 @@ use libfuzzer_sys::fuzz_target;
 use serde_json::{Value, json};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(src) = std::str::from_utf8(data) else { return };
+    let Ok(src) = std::str::from_utf8(data) else {
+        return;
+    };
     let root = json!({
         "execution": {"name": "deploy", "stages": [{"name": "Bake", "status": "SUCCEEDED", "context": {"a": 1}}]},
         "trigger": {"parameters": {"env": "prod", "n": "3"}},
@@ -16,7 +18,11 @@ fuzz_target!(|data: &[u8]| {
     });
     let _ = check_tree(&Value::String(src.to_string()));
     if let Ok(template) = Template::parse(src) {
-        let ctx = EvalContext { root: &root, host: &NullHost, limits: Limits::default() };
+        let ctx = EvalContext {
+            root: &root,
+            host: &NullHost,
+            limits: Limits::default(),
+        };
         let _ = template.evaluate(&ctx);
     }
     // Also treat the whole input as the inside of one expression.
