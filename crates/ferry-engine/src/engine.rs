@@ -425,6 +425,14 @@ impl EngineHandle {
         &self.inner.registry
     }
 
+    /// The limits and `#fromUrl` fetcher every evaluation uses.
+    pub fn expression_settings(&self) -> (Limits, Option<Arc<dyn UrlFetcher>>) {
+        (
+            self.inner.config.limits,
+            self.inner.config.url_fetcher.clone(),
+        )
+    }
+
     /// Counters.
     pub fn stats(&self) -> &EngineStats {
         &self.inner.stats

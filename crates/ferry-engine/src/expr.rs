@@ -230,6 +230,41 @@ pub fn evaluate_condition(
     }
 }
 
+/// Evaluates `items` in order for the stage of `ctx`, on a blocking thread, with the engine's
+/// limits and URL fetcher. With `bind`, each result is added to the root under its name before
+/// the next item is evaluated (so later items can use earlier ones, as `evaluateVariables`
+/// needs). Returns, per item, its name, value and the expression errors found in it.
+pub async fn evaluate_for_stage(
+    ctx: &crate::StageCtx,
+    items: Vec<(String, Value)>,
+    bind: bool,
+) -> Result<Vec<(String, Value, Vec<FieldError>)>, crate::StageError> {
+    let (limits, fetcher) = ctx.engine.expression_settings();
+    let execution = ctx.execution.clone();
+    let index = ctx.stage_index;
+    let context = ctx.context.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut root = stage_root(&execution, index, &context);
+        let host = ExecutionHost::new(&execution, Some(index), fetcher);
+        let mut out = Vec::with_capacity(items.len());
+        for (name, raw) in items {
+            let ectx = EvalContext {
+                root: &root,
+                host: &host,
+                limits,
+            };
+            let (value, errors) = ferry_expr::evaluate_tree(&raw, &ectx);
+            if bind && let Some(o) = root.as_object_mut() {
+                o.insert(name.clone(), value.clone());
+            }
+            out.push((name, value, errors));
+        }
+        out
+    })
+    .await
+    .map_err(|e| crate::StageError::Fatal(format!("expression evaluation failed: {e}")))
+}
+
 /// True when any string in the map holds an expression (so evaluation can be skipped cheaply).
 pub fn has_expressions(context: &Map<String, Value>) -> bool {
     fn walk(v: &Value) -> bool {

@@ -4,9 +4,8 @@
 use async_trait::async_trait;
 use ferry_core::StageDef;
 use ferry_core::fields::Fields;
-use ferry_engine::expr::{ExecutionHost, stage_root};
+use ferry_engine::expr::evaluate_for_stage;
 use ferry_engine::{StageCtx, StageError, Step, TypedStage};
-use ferry_expr::{EvalContext, Limits};
 use serde_json::{Map, Value};
 
 /// The `evaluateVariables` stage.
@@ -69,39 +68,19 @@ impl TypedStage for EvaluateVariables {
     }
 
     async fn step(&self, c: &VariablesConfig, ctx: &mut StageCtx) -> Result<Step, StageError> {
-        let execution = ctx.execution.clone();
-        let index = ctx.stage_index;
-        let context = ctx.context.clone();
-        let variables: Vec<(String, Value)> = c.variables.clone();
         let fail_on_failed = ctx.def().fail_on_failed_expressions;
-        let result = tokio::task::spawn_blocking(move || {
-            let mut root = stage_root(&execution, index, &context);
-            let host = ExecutionHost::new(&execution, Some(index), None);
-            let mut values = Map::new();
-            let mut errors = Vec::new();
-            for (i, (key, raw)) in variables.iter().enumerate() {
-                let ectx = EvalContext {
-                    root: &root,
-                    host: &host,
-                    limits: Limits::default(),
-                };
-                let (v, errs) = ferry_expr::evaluate_tree(raw, &ectx);
-                for e in errs {
-                    errors.push(format!(
-                        "variables[{i}].value: failed to evaluate `{}`: {}",
-                        e.expression, e.message
-                    ));
-                }
-                if let Some(o) = root.as_object_mut() {
-                    o.insert(key.clone(), v.clone());
-                }
-                values.insert(key.clone(), v);
+        let results = evaluate_for_stage(ctx, c.variables.clone(), true).await?;
+        let mut values = Map::new();
+        let mut errors = Vec::new();
+        for (i, (key, value, errs)) in results.into_iter().enumerate() {
+            for e in errs {
+                errors.push(format!(
+                    "variables[{i}].value: failed to evaluate `{}`: {}",
+                    e.expression, e.message
+                ));
             }
-            (values, errors)
-        })
-        .await
-        .map_err(|e| StageError::Fatal(format!("variable evaluation failed: {e}")))?;
-        let (values, errors) = result;
+            values.insert(key, value);
+        }
         if fail_on_failed && !errors.is_empty() {
             return Ok(Step::Failed {
                 error: errors.join("; "),

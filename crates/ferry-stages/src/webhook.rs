@@ -749,15 +749,15 @@ async fn request_headers(
         .iter()
         .any(|(_, v)| looks_like_expression(v))
     {
-        let execution = ctx.execution.clone();
-        let index = ctx.stage_index;
-        let context = ctx.context.clone();
-        let templates = c.custom_headers.clone();
-        tokio::task::spawn_blocking(move || {
-            evaluate_headers(&execution, index, &context, &templates)
-        })
-        .await
-        .map_err(|e| format!("customHeaders could not be evaluated: {e}"))??
+        let items = c
+            .custom_headers
+            .iter()
+            .map(|(n, t)| (n.clone(), Value::String(t.clone())))
+            .collect();
+        let results = ferry_engine::expr::evaluate_for_stage(ctx, items, false)
+            .await
+            .map_err(|e| format!("customHeaders could not be evaluated: {e}"))?;
+        header_values(results)?
     } else {
         c.custom_headers.clone()
     };
@@ -765,26 +765,13 @@ async fn request_headers(
     Ok(headers)
 }
 
-fn evaluate_headers(
-    execution: &ferry_core::Execution,
-    index: usize,
-    context: &Map<String, Value>,
-    templates: &[(String, String)],
+/// Turns evaluated custom headers into text, refusing failed or non-text values without
+/// showing them (they may be secrets).
+fn header_values(
+    results: Vec<(String, Value, Vec<ferry_expr::FieldError>)>,
 ) -> Result<Vec<(String, String)>, String> {
-    let root = ferry_engine::expr::stage_root(execution, index, context);
-    let host = ferry_engine::expr::ExecutionHost::new(execution, Some(index), None);
-    let ectx = ferry_expr::EvalContext {
-        root: &root,
-        host: &host,
-        limits: ferry_expr::Limits::default(),
-    };
-    let mut out = Vec::with_capacity(templates.len());
-    for (name, template) in templates {
-        if !looks_like_expression(template) {
-            out.push((name.clone(), template.clone()));
-            continue;
-        }
-        let (value, errors) = ferry_expr::evaluate_tree(&Value::String(template.clone()), &ectx);
+    let mut out = Vec::with_capacity(results.len());
+    for (name, value, errors) in results {
         if let Some(e) = errors.first() {
             // The message names the problem; the value (a secret, perhaps) is not shown.
             return Err(format!(
