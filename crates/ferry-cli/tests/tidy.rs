@@ -2,6 +2,8 @@
 //! where heavy dependencies live, and the security invariants that are about *where* code is
 //! (one expression evaluator, one guarded HTTP client, no shell).
 
+#![allow(clippy::unwrap_used)] // test helpers
+
 use std::path::{Path, PathBuf};
 
 fn root() -> PathBuf {
