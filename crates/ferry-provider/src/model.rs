@@ -21,7 +21,11 @@ pub struct Capacity {
 impl Capacity {
     /// `min = max = desired = n`.
     pub fn fixed(n: u32) -> Capacity {
-        Capacity { min: n, max: n, desired: n }
+        Capacity {
+            min: n,
+            max: n,
+            desired: n,
+        }
     }
 }
 
@@ -205,7 +209,10 @@ impl ServerGroup {
 
     /// Instances passing their health check.
     pub fn healthy(&self) -> usize {
-        self.instances.iter().filter(|i| i.state == InstanceState::Up).count()
+        self.instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Up)
+            .count()
     }
 
     /// True when at least `capacity.desired` instances are healthy.

@@ -30,12 +30,24 @@ pub struct NameError {
 }
 
 fn part_ok(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.' || c == '~' || c == '^')
+    !s.is_empty()
+        && s.chars().all(|c| {
+            c.is_ascii_lowercase()
+                || c.is_ascii_digit()
+                || c == '_'
+                || c == '.'
+                || c == '~'
+                || c == '^'
+        })
 }
 
 impl Moniker {
     /// A cluster moniker. `stack` and `detail` may not contain `-`.
-    pub fn cluster(app: &str, stack: Option<&str>, detail: Option<&str>) -> Result<Moniker, NameError> {
+    pub fn cluster(
+        app: &str,
+        stack: Option<&str>,
+        detail: Option<&str>,
+    ) -> Result<Moniker, NameError> {
         let err = |reason: String| NameError {
             name: format!("{app}-{}-{}", stack.unwrap_or(""), detail.unwrap_or("")),
             what: "cluster",
@@ -46,7 +58,9 @@ impl Moniker {
             if let Some(v) = v.filter(|v| !v.is_empty())
                 && !part_ok(v)
             {
-                return Err(err(format!("{label} \"{v}\" may only hold lower-case letters, digits, '_', '.', '~' and '^'")));
+                return Err(err(format!(
+                    "{label} \"{v}\" may only hold lower-case letters, digits, '_', '.', '~' and '^'"
+                )));
             }
         }
         Ok(Moniker {
@@ -73,13 +87,18 @@ impl Moniker {
 
     /// This moniker with a sequence.
     pub fn with_sequence(&self, sequence: u32) -> Moniker {
-        Moniker { sequence: Some(sequence), ..self.clone() }
+        Moniker {
+            sequence: Some(sequence),
+            ..self.clone()
+        }
     }
 
     /// Parses a server group name (`app-stack-detail-v003`) or a cluster name.
     pub fn parse(name: &str) -> Result<Moniker, NameError> {
         let (cluster, sequence) = match name.rsplit_once("-v") {
-            Some((c, seq)) if !seq.is_empty() && seq.len() >= 3 && seq.chars().all(|c| c.is_ascii_digit()) => {
+            Some((c, seq))
+                if !seq.is_empty() && seq.len() >= 3 && seq.chars().all(|c| c.is_ascii_digit()) =>
+            {
                 (c, seq.parse::<u32>().ok())
             }
             _ => (name, None),
@@ -88,7 +107,10 @@ impl Moniker {
         let app = parts.next().unwrap_or_default();
         let stack = parts.next();
         let detail = parts.next();
-        let mut m = Moniker::cluster(app, stack, detail).map_err(|e| NameError { name: name.to_string(), ..e })?;
+        let mut m = Moniker::cluster(app, stack, detail).map_err(|e| NameError {
+            name: name.to_string(),
+            ..e
+        })?;
         m.sequence = sequence;
         Ok(m)
     }
@@ -115,7 +137,10 @@ mod tests {
             assert_eq!(back, m.with_sequence(7));
             assert_eq!(Moniker::parse(cluster).unwrap(), m);
         }
-        assert_eq!(Moniker::parse("shop-prod-v1234").unwrap().sequence, Some(1234));
+        assert_eq!(
+            Moniker::parse("shop-prod-v1234").unwrap().sequence,
+            Some(1234)
+        );
     }
 
     #[test]

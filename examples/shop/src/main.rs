@@ -48,7 +48,11 @@ fn fails(n: u64, rate: f64) -> bool {
     b > a
 }
 
-async fn handle(req: Request<Incoming>, cfg: Arc<Config>, counter: Arc<AtomicU64>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    cfg: Arc<Config>,
+    counter: Arc<AtomicU64>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
     let mut res = if path == "/health" {
         Response::new(Full::new(Bytes::from_static(b"ok")))
@@ -64,7 +68,11 @@ async fn handle(req: Request<Incoming>, cfg: Arc<Config>, counter: Arc<AtomicU64
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             r
         } else {
-            let body = format!("Welcome to shoppingapp — {} section — {}\n", title(&cfg.section), cfg.instance);
+            let body = format!(
+                "Welcome to shoppingapp — {} section — {}\n",
+                title(&cfg.section),
+                cfg.instance
+            );
             Response::new(Full::new(Bytes::from(body)))
         }
     };
@@ -92,7 +100,10 @@ async fn main() {
         instance: env("FERRY_INSTANCE").unwrap_or_else(|| format!("{section}-{port}")),
         section,
         version: env("VERSION").unwrap_or_else(|| "1.0.0".into()),
-        failure_rate: env("FAILURE_RATE").and_then(|v| v.parse().ok()).unwrap_or(0.0_f64).clamp(0.0, 1.0),
+        failure_rate: env("FAILURE_RATE")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0_f64)
+            .clamp(0.0, 1.0),
         latency: Duration::from_millis(env("LATENCY_MS").and_then(|v| v.parse().ok()).unwrap_or(0)),
     });
     let bind = env("BIND").unwrap_or_else(|| "127.0.0.1".into());
@@ -110,7 +121,10 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    println!("shop-service {} {} listening on {addr}", cfg.section, cfg.version);
+    println!(
+        "shop-service {} {} listening on {addr}",
+        cfg.section, cfg.version
+    );
     let counter = Arc::new(AtomicU64::new(0));
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
