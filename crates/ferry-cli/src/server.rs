@@ -303,6 +303,7 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         authz: Arc::new(AdminOnly),
         metrics: Arc::new(ferry_server::metrics::Metrics::default()),
         max_body_bytes: options.max_body_bytes,
+        providers: Vec::new(),
         shutdown: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -11,6 +11,7 @@
 pub mod auth;
 pub mod documents;
 pub mod error;
+pub mod infra;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -4,6 +4,7 @@
 use crate::auth::{Action, Principal};
 use crate::documents::{self, Document};
 use crate::error::ApiError;
+use crate::infra;
 use crate::sse;
 use crate::state::AppState;
 use axum::Json;
@@ -284,6 +285,17 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/api/v1/executions/{id}/stages/{stage}/restart") => on(f, restart_stage),
         ("POST", "/api/v1/executions/{id}/stages/{stage}/judgment") => on(f, judge),
         ("POST", "/api/v1/executions/{id}/stages/{stage}/input") => on(f, stage_input),
+        ("GET", "/api/v1/applications/{app}/clusters") => on(f, infra::clusters),
+        ("GET", "/api/v1/applications/{app}/serverGroups") => on(f, infra::server_groups),
+        ("GET", "/api/v1/applications/{app}/instances") => on(f, infra::instances),
+        ("GET", "/api/v1/applications/{app}/loadBalancers") => on(f, infra::load_balancers),
+        ("GET", "/api/v1/serverGroups/{account}/{name}") => on(f, infra::server_group),
+        ("DELETE", "/api/v1/serverGroups/{account}/{name}") => on(f, infra::destroy),
+        ("GET", "/api/v1/serverGroups/{account}/{name}/logs") => on(f, infra::logs),
+        ("POST", "/api/v1/serverGroups/{account}/{name}/resize") => on(f, infra::resize),
+        ("POST", "/api/v1/serverGroups/{account}/{name}/enable") => on(f, infra::enable),
+        ("POST", "/api/v1/serverGroups/{account}/{name}/disable") => on(f, infra::disable),
+        ("POST", "/api/v1/serverGroups/{account}/{name}/rollback") => on(f, infra::rollback),
         _ => on(f, unrouted),
     }
 }

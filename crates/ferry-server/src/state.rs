@@ -21,6 +21,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Largest accepted request body, bytes (larger gets 413).
     pub max_body_bytes: usize,
+    /// Server-group providers (the host provider by default), for the infrastructure routes.
+    pub providers: Vec<Arc<dyn ferry_provider::Provider>>,
     /// Cancelled when the server starts shutting down, so long-lived responses (event
     /// streams) end instead of holding the shutdown up.
     pub shutdown: tokio_util::sync::CancellationToken,

@@ -40,6 +40,7 @@ async fn harness() -> Harness {
         authz: Arc::new(AdminOnly),
         metrics: Arc::new(metrics::Metrics::default()),
         max_body_bytes: 64 * 1024,
+        providers: Vec::new(),
         shutdown: Default::default(),
     };
     Harness {
