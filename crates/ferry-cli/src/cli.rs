@@ -100,7 +100,8 @@ Examples:
   ferry get executions -a shop --status RUNNING,PAUSED --limit 20
   ferry get ex -o json
 
-Resources: applications (app, apps), pipelines (pipeline, pl), executions (execution, ex).
+Resources: applications (app, apps), pipelines (pipeline, pl), executions (execution, ex),
+and with -a APP: clusters, servergroups (sg), instances (in), loadbalancers (lb).
 Times are UTC.")]
     Get(GetArgs),
 
@@ -137,6 +138,47 @@ Examples:
 
 STAGE is the stage's refId, id or name.")]
     Judge(JudgeArgs),
+
+    /// Print the captured output of a server group's instances.
+    #[command(after_help = "\
+Examples:
+  ferry logs shop-prod-kids-v003
+  ferry logs shop-prod-kids-v003 --follow --instance shop-prod-kids-v003-0
+  ferry logs shop-prod-kids-v003 --account local --tail 50")]
+    Logs(LogsArgs),
+
+    /// Resize a server group.
+    #[command(after_help = "\
+Examples:
+  ferry scale shop-prod-kids-v003 --desired 5")]
+    Scale(ScaleArgs),
+
+    /// Send traffic to a server group.
+    #[command(after_help = "\
+Examples:
+  ferry enable shop-prod-kids-v002")]
+    Enable(ServerGroupArgs),
+
+    /// Take a server group out of traffic (returns once its in-flight requests have drained).
+    #[command(after_help = "\
+Examples:
+  ferry disable shop-prod-kids-v003")]
+    Disable(ServerGroupArgs),
+
+    /// Roll a cluster back: enable the server group before this one, then disable this one.
+    #[command(after_help = "\
+Examples:
+  ferry rollback shop-prod-kids-v003
+
+The previous server group is resized to this one's capacity if it was scaled down, and must
+be healthy before this one is disabled; if it never becomes healthy, nothing is disabled.")]
+    Rollback(ServerGroupArgs),
+
+    /// Destroy a server group: stop every instance and forget it.
+    #[command(after_help = "\
+Examples:
+  ferry destroy shop-prod-kids-v001")]
+    Destroy(ServerGroupArgs),
 
     /// Start Ferry in this process, run the example pipeline, and keep serving.
     #[command(after_help = "\
@@ -194,6 +236,42 @@ pub struct FilesArgs {
     pub files: Vec<PathBuf>,
 }
 
+/// A server group by name.
+#[derive(Debug, Args)]
+pub struct ServerGroupArgs {
+    /// Server group name, e.g. `shop-prod-kids-v003`.
+    pub server_group: String,
+    /// Account.
+    #[arg(long, default_value = "local")]
+    pub account: String,
+}
+
+/// `ferry scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    #[command(flatten)]
+    pub target: ServerGroupArgs,
+    /// Instances wanted (min = max = desired).
+    #[arg(long)]
+    pub desired: u32,
+}
+
+/// `ferry logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub target: ServerGroupArgs,
+    /// Only this instance.
+    #[arg(long)]
+    pub instance: Option<String>,
+    /// Lines to show.
+    #[arg(long, default_value_t = 200)]
+    pub tail: usize,
+    /// Keep printing new lines.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+}
+
 /// What `get` lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Resource {
@@ -206,6 +284,18 @@ pub enum Resource {
     /// Executions, newest first.
     #[value(alias = "execution", alias = "ex")]
     Executions,
+    /// Clusters of an application (needs -a).
+    #[value(alias = "cluster")]
+    Clusters,
+    /// Server groups of an application (needs -a).
+    #[value(alias = "servergroup", alias = "sg")]
+    Servergroups,
+    /// Instances of an application (needs -a).
+    #[value(alias = "instance", alias = "in")]
+    Instances,
+    /// Load balancers of an application (needs -a).
+    #[value(alias = "loadbalancer", alias = "lb")]
+    Loadbalancers,
 }
 
 /// `ferry get`.

@@ -178,6 +178,31 @@ impl ApiClient {
         self.json(url, res).await
     }
 
+    /// `DELETE`; returns the response's JSON (`null` for an empty body).
+    pub async fn delete(&self, segments: &[&str]) -> Result<Value, CliError> {
+        let url = self.url(segments, &[]);
+        let res = self
+            .request(reqwest::Method::DELETE, url.clone())
+            .timeout(REQUEST_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, &e))?;
+        self.json(url, res).await
+    }
+
+    /// `POST` with a longer timeout, for operations that wait (drain, rollback).
+    pub async fn post_slow(&self, segments: &[&str], body: &Value) -> Result<Value, CliError> {
+        let url = self.url(segments, &[]);
+        let res = self
+            .request(reqwest::Method::POST, url.clone())
+            .timeout(std::time::Duration::from_secs(300))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| self.transport(&url, &e))?;
+        self.json(url, res).await
+    }
+
     /// Opens a server-sent-events stream; the caller reads the body.
     pub async fn events(&self, segments: &[&str]) -> Result<reqwest::Response, CliError> {
         let url = self.url(segments, &[]);

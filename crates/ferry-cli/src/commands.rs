@@ -152,6 +152,29 @@ pub async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
                 &["id"],
             )
         }
+        Resource::Clusters
+        | Resource::Servergroups
+        | Resource::Instances
+        | Resource::Loadbalancers => {
+            if app.is_empty() {
+                return Err(CliError::Usage(format!(
+                    "ferry get {} needs -a APP",
+                    resource_word(args.resource)
+                )));
+            }
+            let path = match args.resource {
+                Resource::Clusters => "clusters",
+                Resource::Servergroups => "serverGroups",
+                Resource::Instances => "instances",
+                _ => "loadBalancers",
+            };
+            (
+                client
+                    .get(&["api", "v1", "applications", &app, path], &[])
+                    .await?,
+                &["name"],
+            )
+        }
     };
     let mut items = list.as_array().cloned().unwrap_or_default();
     if args.resource == Resource::Applications && !app.is_empty() {
@@ -175,6 +198,10 @@ pub async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
             Resource::Applications => render::applications_table(&items),
             Resource::Pipelines => render::pipelines_table(&items),
             Resource::Executions => render::executions_table(&items, render::now_millis()),
+            Resource::Clusters => render::clusters_table(&items),
+            Resource::Servergroups => render::server_groups_table(&items),
+            Resource::Instances => render::instances_table(&items),
+            Resource::Loadbalancers => render::load_balancers_table(&items),
         },
         other => render::structured(other, &Value::Array(items))?,
     };
@@ -187,6 +214,86 @@ fn resource_word(r: Resource) -> &'static str {
         Resource::Applications => "application",
         Resource::Pipelines => "pipeline",
         Resource::Executions => "execution",
+        Resource::Clusters => "cluster",
+        Resource::Servergroups => "server group",
+        Resource::Instances => "instance",
+        Resource::Loadbalancers => "load balancer",
+    }
+}
+
+/// `ferry scale|enable|disable|rollback|destroy`.
+pub async fn server_group_action(
+    client: &ApiClient,
+    action: &str,
+    target: &crate::cli::ServerGroupArgs,
+    body: Value,
+) -> Result<(), CliError> {
+    let base = [
+        "api",
+        "v1",
+        "serverGroups",
+        target.account.as_str(),
+        target.server_group.as_str(),
+    ];
+    let result = if action == "destroy" {
+        client.delete(&base).await?
+    } else {
+        let mut path = base.to_vec();
+        path.push(action);
+        client.post_slow(&path, &body).await?
+    };
+    let done = match action {
+        "resize" => "resized",
+        "enable" => "enabled",
+        "disable" => "disabled (drained)",
+        "rollback" => "rolled back",
+        _ => "destroyed",
+    };
+    match result.get("enabled").and_then(Value::as_str) {
+        Some(prev) => say(&format!(
+            "servergroup/{} {done}: {prev} enabled",
+            target.server_group
+        )),
+        None => say(&format!("servergroup/{} {done}", target.server_group)),
+    }
+    Ok(())
+}
+
+/// `ferry logs`.
+pub async fn logs(client: &ApiClient, args: &crate::cli::LogsArgs) -> Result<(), CliError> {
+    let path = [
+        "api",
+        "v1",
+        "serverGroups",
+        args.target.account.as_str(),
+        args.target.server_group.as_str(),
+        "logs",
+    ];
+    let mut query = vec![("tail", args.tail.to_string())];
+    if let Some(i) = &args.instance {
+        query.push(("instance", i.clone()));
+    }
+    let mut last_seen: Option<(i64, String)> = None;
+    loop {
+        let lines = client.get(&path, &query).await?;
+        for l in lines.as_array().cloned().unwrap_or_default() {
+            let time = l.get("time").and_then(Value::as_i64).unwrap_or(0);
+            let key = (time, render::text(&l, "line"));
+            if last_seen.as_ref().is_some_and(|seen| &key <= seen) {
+                continue;
+            }
+            say(&format!(
+                "{} {} {}",
+                render::text(&l, "instance"),
+                render::text(&l, "stream"),
+                key.1
+            ));
+            last_seen = Some(key);
+        }
+        if !args.follow {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 

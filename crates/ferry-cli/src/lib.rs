@@ -180,6 +180,27 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
         }
         Command::Execution(c) => commands::execution(&globals.client()?, &c).await,
         Command::Judge(a) => commands::judge(&globals.client()?, &a).await,
+        Command::Logs(a) => commands::logs(&globals.client()?, &a).await,
+        Command::Scale(a) => {
+            let body = serde_json::json!({"desired": a.desired});
+            commands::server_group_action(&globals.client()?, "resize", &a.target, body).await
+        }
+        Command::Enable(a) => {
+            commands::server_group_action(&globals.client()?, "enable", &a, serde_json::json!({}))
+                .await
+        }
+        Command::Disable(a) => {
+            commands::server_group_action(&globals.client()?, "disable", &a, serde_json::json!({}))
+                .await
+        }
+        Command::Rollback(a) => {
+            commands::server_group_action(&globals.client()?, "rollback", &a, serde_json::json!({}))
+                .await
+        }
+        Command::Destroy(a) => {
+            commands::server_group_action(&globals.client()?, "destroy", &a, serde_json::json!({}))
+                .await
+        }
         Command::Demo(a) => demo::run(&a, &globals).await,
     }
 }

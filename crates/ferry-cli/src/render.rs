@@ -143,6 +143,170 @@ pub fn executions_table(executions: &[Value], now: i64) -> String {
     )
 }
 
+/// `get clusters`.
+pub fn clusters_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|c| {
+            let groups = c
+                .get("serverGroups")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let summary = groups
+                .iter()
+                .map(|g| {
+                    let state = if g.get("enabled").and_then(Value::as_bool) == Some(true) {
+                        "on"
+                    } else {
+                        "off"
+                    };
+                    format!(
+                        "{}({state},{}/{})",
+                        text(g, "name"),
+                        text(g, "healthy"),
+                        text(g, "desired")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![
+                text(c, "name"),
+                text(c, "account"),
+                text(c, "provider"),
+                summary,
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "CLUSTER",
+            "ACCOUNT",
+            "PROVIDER",
+            "SERVER GROUPS (state,healthy/desired)",
+        ],
+        &rows,
+    )
+}
+
+/// `get servergroups`.
+pub fn server_groups_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|g| {
+            let instances = g
+                .get("instances")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let up = instances
+                .iter()
+                .filter(|i| text(i, "state") == "UP")
+                .count();
+            let desired = g
+                .get("capacity")
+                .map(|c| text(c, "desired"))
+                .unwrap_or_default();
+            let version = g
+                .get("artifact")
+                .map(|a| text(a, "version"))
+                .unwrap_or_default();
+            let enabled = if g.get("enabled").and_then(Value::as_bool) == Some(true) {
+                "yes"
+            } else {
+                "no"
+            };
+            vec![
+                text(g, "name"),
+                text(g, "account"),
+                enabled.into(),
+                text(g, "weight"),
+                format!("{up}/{desired}"),
+                version,
+                text(g, "deployedBy"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ACCOUNT",
+            "ENABLED",
+            "WEIGHT",
+            "HEALTHY",
+            "VERSION",
+            "DEPLOYED BY",
+        ],
+        &rows,
+    )
+}
+
+/// `get instances`.
+pub fn instances_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|row| {
+            let i = row.get("instance").cloned().unwrap_or(Value::Null);
+            vec![
+                text(&i, "id"),
+                text(row, "serverGroup"),
+                text(&i, "address"),
+                text(&i, "state"),
+                text(&i, "restarts"),
+                text(&i, "lastExit"),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "INSTANCE",
+            "SERVER GROUP",
+            "ADDRESS",
+            "STATE",
+            "RESTARTS",
+            "LAST EXIT",
+        ],
+        &rows,
+    )
+}
+
+/// `get loadbalancers`.
+pub fn load_balancers_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|lb| {
+            let ports = lb
+                .get("listeners")
+                .and_then(Value::as_array)
+                .map(|ls| {
+                    ls.iter()
+                        .map(|l| text(l, "port"))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            let routes = lb
+                .get("routes")
+                .and_then(Value::as_array)
+                .map(|rs| {
+                    rs.iter()
+                        .map(|r| format!("{}→{}", text(r, "pathPrefix"), text(r, "cluster")))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default();
+            vec![
+                text(lb, "name"),
+                text(lb, "account"),
+                ports,
+                routes,
+                text(lb, "defaultCluster"),
+            ]
+        })
+        .collect();
+    table(&["NAME", "ACCOUNT", "PORTS", "ROUTES", "DEFAULT"], &rows)
+}
+
 /// One execution: a summary line, the stage table (REF, NAME, TYPE, STATUS, DURATION), then
 /// every stage error and message.
 pub fn execution_detail(e: &Value, now: i64) -> String {
