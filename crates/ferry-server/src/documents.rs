@@ -14,6 +14,93 @@ pub enum Document {
     Application(Application),
     /// A pipeline.
     Pipeline(Pipeline),
+    /// A load balancer (listeners, path routes to clusters, firewalls).
+    LoadBalancer(ferry_provider::LoadBalancerSpec),
+    /// A firewall (source CIDR allow and deny lists).
+    Firewall(ferry_provider::FirewallSpec),
+}
+
+/// Reads a load balancer document, reporting every problem with its path.
+fn parse_load_balancer(
+    body: &Value,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ferry_provider::LoadBalancerSpec> {
+    let mut body = body.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.entry("account")
+            .or_insert_with(|| Value::String("local".into()));
+        o.entry("routes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+    }
+    let spec: ferry_provider::LoadBalancerSpec = match serde_json::from_value(body) {
+        Ok(s) => s,
+        Err(e) => {
+            problems.push(Problem::new(prefix, format!("not a load balancer: {e}")));
+            return None;
+        }
+    };
+    let before = problems.len();
+    if let Err(e) = ferry_core::application::check_name(&spec.name) {
+        problems.push(Problem::new(format!("{prefix}.name"), e));
+    }
+    if spec.listeners.is_empty() {
+        problems.push(Problem::new(
+            format!("{prefix}.listeners"),
+            "needs at least one listener",
+        ));
+    }
+    for (i, l) in spec.listeners.iter().enumerate() {
+        if l.port == 0 {
+            problems.push(Problem::new(
+                format!("{prefix}.listeners[{i}].port"),
+                "must be 1-65535",
+            ));
+        }
+    }
+    for (i, r) in spec.routes.iter().enumerate() {
+        if !r.path_prefix.starts_with('/') {
+            problems.push(Problem::new(
+                format!("{prefix}.routes[{i}].pathPrefix"),
+                "must start with /",
+            ));
+        }
+        if ferry_provider::Moniker::parse(&r.cluster).is_err() {
+            problems.push(Problem::new(
+                format!("{prefix}.routes[{i}].cluster"),
+                format!("\"{}\" is not a cluster name", r.cluster),
+            ));
+        }
+    }
+    (problems.len() == before).then_some(spec)
+}
+
+/// Reads a firewall document.
+fn parse_firewall(
+    body: &Value,
+    prefix: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<ferry_provider::FirewallSpec> {
+    let mut body = body.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.entry("account")
+            .or_insert_with(|| Value::String("local".into()));
+        o.entry("allow").or_insert_with(|| Value::Array(Vec::new()));
+        o.entry("deny").or_insert_with(|| Value::Array(Vec::new()));
+    }
+    match serde_json::from_value::<ferry_provider::FirewallSpec>(body) {
+        Ok(f) => {
+            if let Err(e) = ferry_core::application::check_name(&f.name) {
+                problems.push(Problem::new(format!("{prefix}.name"), e));
+                return None;
+            }
+            Some(f)
+        }
+        Err(e) => {
+            problems.push(Problem::new(prefix, format!("not a firewall: {e}")));
+            None
+        }
+    }
 }
 
 /// Errors reading a file of documents.
@@ -92,9 +179,21 @@ pub fn validate_batch(
                 Ok(p) => out.push(Document::Pipeline(p)),
                 Err(p) => problems.extend(p.prefixed(&prefix).0),
             },
+            "LoadBalancer" => {
+                if let Some(lb) = parse_load_balancer(&body, &prefix, &mut problems) {
+                    out.push(Document::LoadBalancer(lb));
+                }
+            }
+            "Firewall" => {
+                if let Some(f) = parse_firewall(&body, &prefix, &mut problems) {
+                    out.push(Document::Firewall(f));
+                }
+            }
             other => problems.push(Problem::new(
                 format!("{prefix}.kind"),
-                format!("unknown kind \"{other}\"; use Application or Pipeline"),
+                format!(
+                    "unknown kind \"{other}\"; use Application, Pipeline, LoadBalancer or Firewall"
+                ),
             )),
         }
     }

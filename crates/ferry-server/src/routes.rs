@@ -593,6 +593,23 @@ async fn apply_documents(
             out.push(json!({"kind": "Application", "name": a.name}));
         }
     }
+    // Firewalls before the load balancers that name them.
+    for d in &validated {
+        if let Document::Firewall(f) = d {
+            crate::infra::provider_for(s, &f.account)?
+                .upsert_firewall(f.clone())
+                .await?;
+            out.push(json!({"kind": "Firewall", "name": f.name}));
+        }
+    }
+    for d in &validated {
+        if let Document::LoadBalancer(lb) = d {
+            crate::infra::provider_for(s, &lb.account)?
+                .upsert_load_balancer(lb.clone())
+                .await?;
+            out.push(json!({"kind": "LoadBalancer", "name": lb.name}));
+        }
+    }
     for d in &validated {
         if let Document::Pipeline(p) = d {
             let rec = s.store.save_pipeline(p, &who.name).await?;
