@@ -11,7 +11,8 @@
 //! none (what a load generator would see as failed requests).
 //!
 //! Call latency can be simulated per operation ([`Op`]): the effect is applied at once, then the
-//! call waits (like a disable that drains), so a stage stays in flight for a while.
+//! call waits (like a disable that drains), so a stage stays in flight for a while; a listing
+//! waits before it reads.
 
 use crate::{
     Capacity, FirewallSpec, Instance, InstanceState, LoadBalancerSpec, LogLine, Provider,
@@ -72,6 +73,8 @@ pub enum Op {
     SetWeight,
     /// `destroy`.
     Destroy,
+    /// `server_groups` (listing an application's server groups).
+    List,
 }
 
 /// Restarts after which a crashing instance counts as crash-looping.
@@ -462,6 +465,8 @@ impl Provider for FakeProvider {
     }
 
     async fn server_groups(&self, application: &str) -> ProviderResult<Vec<ServerGroup>> {
+        self.injected(Op::List)?;
+        self.delay(Op::List).await;
         let s = self.lock();
         let now = Instant::now();
         let mut groups: Vec<&FakeGroup> = s
@@ -578,8 +583,7 @@ impl Provider for FakeProvider {
     async fn delete_load_balancer(&self, account: &str, name: &str) -> ProviderResult<()> {
         self.check_account(account)?;
         let mut s = self.lock();
-        if s
-            .load_balancers
+        if s.load_balancers
             .remove(&(account.to_string(), name.to_string()))
             .is_some()
         {
@@ -696,7 +700,10 @@ mod tests {
         let good = p.create_server_group(spec("prod", "1", 2)).await.unwrap();
         assert_eq!(good.name, "shop-prod-v000");
         let bad = p.create_server_group(spec("prod", "bad", 1)).await.unwrap();
-        let crash = p.create_server_group(spec("prod", "crash", 1)).await.unwrap();
+        let crash = p
+            .create_server_group(spec("prod", "crash", 1))
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
         let get = |n: String| {
             let p = &p;
@@ -708,7 +715,10 @@ mod tests {
         assert_eq!(b.instances[0].state, InstanceState::Unhealthy);
         let c = get(crash.name.clone()).await;
         assert_eq!(c.instances[0].state, InstanceState::CrashLooping);
-        assert_eq!(c.instances[0].last_exit.as_deref(), Some("exited with status 3"));
+        assert_eq!(
+            c.instances[0].last_exit.as_deref(),
+            Some("exited with status 3")
+        );
         assert_eq!(
             p.serving("shop-prod"),
             vec![("shop-prod-v000".to_string(), 100)]
@@ -738,5 +748,38 @@ mod tests {
         );
         crate::conformance::run(&p, &fixture).await.unwrap();
         assert!(p.server_group_names().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_kit_catches_broken_readiness() {
+        let fixture = |ready_ms| {
+            let mut f = crate::conformance::Fixture::new(
+                "conf",
+                spec("x", "good", 1).artifact,
+                spec("x", "bad", 1).artifact,
+            );
+            f.ready_within = Duration::from_millis(ready_ms);
+            f.bad_watch = Duration::from_millis(200);
+            f
+        };
+        // The good artifact never becomes healthy.
+        let p = FakeProvider::new().with_default_behavior(Behavior::never_healthy());
+        let err = crate::conformance::run(&p, &fixture(300))
+            .await
+            .unwrap_err();
+        assert!(err.contains("readiness") && err.contains("not up"), "{err}");
+        assert!(
+            p.server_group_names().is_empty(),
+            "the kit cleans up after a failure"
+        );
+        // The bad artifact reports up.
+        let p = FakeProvider::new();
+        let err = crate::conformance::run(&p, &fixture(1000))
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains("runs the bad artifact but reports up"),
+            "{err}"
+        );
     }
 }

@@ -5,6 +5,8 @@
 //!
 //! This crate knows nothing of processes, ports or Kubernetes objects.
 
+pub mod conformance;
+pub mod fake;
 pub mod model;
 pub mod naming;
 
