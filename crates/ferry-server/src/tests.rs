@@ -19,6 +19,10 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(Vec::new()).await
+}
+
+async fn harness_with(providers: Vec<Arc<dyn ferry_provider::Provider>>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
         path: dir.path().join("ferry.db"),
@@ -40,7 +44,7 @@ async fn harness() -> Harness {
         authz: Arc::new(AdminOnly),
         metrics: Arc::new(metrics::Metrics::default()),
         max_body_bytes: 64 * 1024,
-        providers: Vec::new(),
+        providers,
         shutdown: Default::default(),
     };
     Harness {
@@ -347,4 +351,171 @@ async fn secrets_are_redacted_in_executions() {
         "{s}"
     );
     assert!(s.contains("\"ok\""));
+}
+
+fn spec(version: &str) -> ferry_provider::ServerGroupSpec {
+    use ferry_provider::*;
+    ServerGroupSpec {
+        account: "local".into(),
+        moniker: Moniker::cluster("shop", Some("prod"), Some("kids")).unwrap(),
+        capacity: Capacity::fixed(2),
+        artifact: Artifact {
+            name: "kids".into(),
+            version: version.into(),
+            source: ArtifactSource::Command {
+                command: vec!["shop-service".into()],
+            },
+            env: Default::default(),
+        },
+        health_check: HealthCheck::default(),
+        load_balancers: vec![],
+        enabled: true,
+        weight: 100,
+        deployed_by: "tester".into(),
+        execution_id: None,
+    }
+}
+
+#[tokio::test]
+async fn infrastructure_routes_read_and_act_through_providers() {
+    let fake = Arc::new(ferry_provider::fake::FakeProvider::new());
+    let provider: Arc<dyn ferry_provider::Provider> = fake.clone();
+    provider.create_server_group(spec("1.0.0")).await.unwrap();
+    let mut second = spec("1.1.0");
+    second.enabled = true;
+    provider.create_server_group(second).await.unwrap();
+    let h = harness_with(vec![provider.clone()]).await;
+
+    let (status, clusters) = h
+        .call(
+            Method::GET,
+            "/api/v1/applications/shop/clusters",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{clusters}");
+    assert_eq!(clusters[0]["name"], "shop-prod-kids");
+    assert_eq!(clusters[0]["serverGroups"].as_array().unwrap().len(), 2);
+    let (_, groups) = h
+        .call(
+            Method::GET,
+            "/api/v1/applications/shop/serverGroups",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(groups[1]["name"], "shop-prod-kids-v001");
+    let (_, instances) = h
+        .call(
+            Method::GET,
+            "/api/v1/applications/shop/instances",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(instances.as_array().unwrap().len(), 4);
+
+    let sg = "/api/v1/serverGroups/local/shop-prod-kids-v001";
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &format!("{sg}/resize"),
+            Some(json!({"desired": 3})),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    let (_, g) = h.call(Method::GET, sg, None, true).await;
+    assert_eq!(g["capacity"]["desired"], 3);
+
+    // Rollback: v000 is enabled (and resized to v001's capacity) before v001 is disabled.
+    provider
+        .disable("local", "shop-prod-kids-v000")
+        .await
+        .unwrap();
+    fake.clear_events();
+    let (status, v) = h
+        .call(Method::POST, &format!("{sg}/rollback"), None, true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["enabled"], "shop-prod-kids-v000");
+    let events = fake.events();
+    let enable = events
+        .iter()
+        .position(|e| e == "enable shop-prod-kids-v000")
+        .unwrap();
+    let disable = events
+        .iter()
+        .position(|e| e == "disable shop-prod-kids-v001")
+        .unwrap();
+    assert!(enable < disable, "{events:?}");
+    // Nothing older than v000: a rollback of it is refused.
+    let (status, _) = h
+        .call(
+            Method::POST,
+            "/api/v1/serverGroups/local/shop-prod-kids-v000/rollback",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+
+    let (status, _) = h.call(Method::DELETE, sg, None, true).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = h.call(Method::GET, sg, None, true).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = h
+        .call(Method::GET, "/api/v1/serverGroups/nowhere/x", None, true)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no provider serves account")
+    );
+
+    // Load balancers and firewalls arrive as documents.
+    let batch = json!({"documents": [
+        {"kind": "Application", "name": "shop"},
+        {"kind": "Firewall", "name": "office", "application": "shop", "allow": ["127.0.0.0/8"]},
+        {"kind": "LoadBalancer", "name": "shop", "application": "shop", "listeners": [{"port": 18081}],
+         "routes": [{"pathPrefix": "/kids", "cluster": "shop-prod-kids"}], "defaultCluster": "shop-prod-home", "firewalls": ["office"]},
+        {"kind": "LoadBalancer", "name": "Bad", "application": "shop", "listeners": [], "routes": [{"pathPrefix": "kids", "cluster": "X"}]}
+    ]});
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/apply", Some(batch.clone()), true)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let paths: Vec<&str> = v["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for want in [
+        "documents[3].name",
+        "documents[3].listeners",
+        "documents[3].routes[0].pathPrefix",
+        "documents[3].routes[0].cluster",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    let mut good = batch.clone();
+    good["documents"].as_array_mut().unwrap().pop();
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/apply", Some(good), true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let (_, lbs) = h
+        .call(
+            Method::GET,
+            "/api/v1/applications/shop/loadBalancers",
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(lbs[0]["routes"][0]["pathPrefix"], "/kids");
+    assert_eq!(lbs[0]["firewalls"][0], "office");
 }
