@@ -46,7 +46,16 @@ fn latency_histogram() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::new(|_| {})
+    }
+}
+
+impl Metrics {
+    /// The server's metrics plus whatever `extra` registers (e.g. the load balancer's
+    /// per-server-group metrics), all under the `ferry_` prefix.
+    pub fn new(extra: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("ferry");
+        extra(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(
             latency_histogram as fn() -> Histogram,
