@@ -7,6 +7,8 @@
 //! - `FAILURE_RATE`: share of requests (0.0–1.0) answered with 500, to deploy a bad version on
 //!   purpose; `LATENCY_MS`: delay added to every request; `FERRY_INSTANCE`: the instance name.
 //!
+//! `shop-service --self-test` runs its own checks and prints `key=value` lines.
+//!
 //! `GET /health` answers 200 `ok` (it does not fail or slow down, so a bad version still passes
 //! readiness and only its metrics give it away); every other path answers
 //! `Welcome to shoppingapp — Kids section — <instance>`.
@@ -86,8 +88,20 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// `--self-test`: checks the pieces that do not need a socket and prints `key=value` lines.
+fn self_test() -> bool {
+    let ok = (0..1000).filter(|&n| fails(n, 0.1)).count() == 100 && title("kids") == "Kids";
+    println!("selfTest={}", if ok { "passed" } else { "failed" });
+    println!("sections=home,kids,mens");
+    println!("binaryVersion={}", env!("CARGO_PKG_VERSION"));
+    ok
+}
+
 #[tokio::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--self-test") {
+        std::process::exit(if self_test() { 0 } else { 1 });
+    }
     let port: u16 = match env("PORT").and_then(|p| p.parse().ok()) {
         Some(p) => p,
         None => {
