@@ -77,16 +77,18 @@ pub async fn apply(client: &ApiClient, args: &FilesArgs) -> Result<(), CliError>
     Ok(())
 }
 
-/// A registry of the core stage types for offline validation (nothing is run, so webhooks get
+/// A registry of the core and server-group stage types for offline validation (nothing is run, so webhooks get
 /// a deny-all policy and scripts a throwaway work directory).
 fn offline_registry() -> Result<ferry_engine::Registry, CliError> {
     let http = ferry_http::GuardedClient::new(ferry_http::UrlPolicy::deny_all())
         .map_err(|e| CliError::Failed(format!("cannot set up validation: {e}")))?;
-    Ok(ferry_stages::core_registry(&ferry_stages::StageServices {
+    let mut registry = ferry_stages::core_registry(&ferry_stages::StageServices {
         http,
         notifier: std::sync::Arc::new(ferry_stages::LogNotifier),
         work_dir: std::env::temp_dir(),
-    }))
+    });
+    ferry_deploy::register(&mut registry, ferry_deploy::Providers::new());
+    Ok(registry)
 }
 
 /// Validates a batch offline; applications named by pipelines count as known.
