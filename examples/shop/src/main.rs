@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 struct Config {
+    health_fails: bool,
     section: String,
     version: String,
     instance: String,
@@ -56,7 +57,11 @@ async fn handle(
     counter: Arc<AtomicU64>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path();
-    let mut res = if path == "/health" {
+    let mut res = if path == "/health" && cfg.health_fails {
+        let mut r = Response::new(Full::new(Bytes::from_static(b"unhealthy on purpose")));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r
+    } else if path == "/health" {
         Response::new(Full::new(Bytes::from_static(b"ok")))
     } else if path == "/version" {
         Response::new(Full::new(Bytes::from(cfg.version.clone())))
@@ -111,6 +116,7 @@ async fn main() {
     };
     let section = env("SECTION").unwrap_or_else(|| "home".into());
     let cfg = Arc::new(Config {
+        health_fails: env("HEALTH_FAIL").is_some_and(|v| v == "1" || v == "true"),
         instance: env("FERRY_INSTANCE").unwrap_or_else(|| format!("{section}-{port}")),
         section,
         version: env("VERSION").unwrap_or_else(|| "1.0.0".into()),
