@@ -96,6 +96,10 @@ pub enum ServerError {
     /// Serving failed.
     #[error("the server failed: {0}")]
     Serve(std::io::Error),
+    /// The host provider could not start (its state directory is unreadable or locked by
+    /// another Ferry).
+    #[error("the host provider could not start: {0}")]
+    Provider(ferry_provider::ProviderError),
 }
 
 /// A started server.
@@ -116,6 +120,9 @@ pub struct RunningServer {
     serve_task: JoinHandle<std::io::Result<()>>,
     /// Fires the HTTP server's graceful shutdown.
     stop_tx: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The host provider: stopped after the engine; its instances keep running and are
+    /// re-adopted at the next start.
+    host: ferry_host::HostProvider,
 }
 
 impl RunningServer {
@@ -163,6 +170,7 @@ impl RunningServer {
             tracing::warn!("the engine did not stop in time");
             self.engine_task.abort();
         }
+        self.host.shutdown().await;
         tracing::info!("ferry stopped");
         served
     }
@@ -256,7 +264,16 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         notifier: Arc::new(ferry_stages::LogNotifier),
         work_dir,
     };
-    let registry = ferry_stages::core_registry(&services);
+    let mut registry = ferry_stages::core_registry(&services);
+    let host =
+        ferry_host::HostProvider::start(ferry_host::HostConfig::new(options.data_dir.join("host")))
+            .await
+            .map_err(ServerError::Provider)?;
+    let host_provider: Arc<dyn ferry_provider::Provider> = Arc::new(host.clone());
+    ferry_deploy::register(
+        &mut registry,
+        ferry_deploy::Providers::new().with(host_provider.clone()),
+    );
 
     let url_fetcher: Option<Arc<dyn UrlFetcher>> = match from_url_policy(options) {
         Some(policy) => Some(Arc::new(GuardedFetcher {
@@ -269,14 +286,19 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         url_fetcher,
         ..EngineConfig::default()
     };
-    let (engine, engine_task) = Engine::start(store.clone(), registry, config)
-        .await
-        .map_err(ServerError::Engine)?;
+    let (engine, engine_task) = match Engine::start(store.clone(), registry, config).await {
+        Ok(e) => e,
+        Err(e) => {
+            host.shutdown().await;
+            return Err(ServerError::Engine(e));
+        }
+    };
 
     let (admin, token_file) = match LocalAdmin::load_or_create(&options.data_dir) {
         Ok(t) => t,
         Err(source) => {
             engine.shutdown();
+            host.shutdown().await;
             return Err(ServerError::Token {
                 path: options.data_dir.join(ferry_server::auth::TOKEN_FILE),
                 source,
@@ -289,6 +311,7 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         Ok(l) => l,
         Err(source) => {
             engine.shutdown();
+            host.shutdown().await;
             return Err(ServerError::Bind {
                 addr: options.listen.clone(),
                 source,
@@ -301,9 +324,11 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         store,
         auth: Arc::new(admin),
         authz: Arc::new(AdminOnly),
-        metrics: Arc::new(ferry_server::metrics::Metrics::default()),
+        metrics: Arc::new(ferry_server::metrics::Metrics::new(|r| {
+            host.lb().register_metrics(r)
+        })),
         max_body_bytes: options.max_body_bytes,
-        providers: Vec::new(),
+        providers: vec![host_provider],
         shutdown: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -326,6 +351,7 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         engine_task,
         serve_task,
         stop_tx: Some(stop_tx),
+        host,
     })
 }
 

