@@ -9,6 +9,10 @@
 //! 3. Resident memory with many executions waiting at a manual judgment at once (in a child
 //!    process of its own, so earlier phases do not inflate it).
 //! 4. An idle `ferry server`: time from spawn to ready, and its resident memory.
+//! 5. Deploy time on the host provider: a `deploy` stage of a 3-instance server group of the
+//!    example `shop-service`, from stage start to serving (stage end: instances healthy, the
+//!    server group enabled behind the load balancer; for red/black also the old one disabled
+//!    and drained).
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -233,6 +237,107 @@ async fn waiting_phase(count: usize, database_url: Option<&str>) -> Result<()> {
     Ok(())
 }
 
+/// Phase 5: deploy time of a 3-instance server group on the host provider.
+async fn deploy_phase(shop: &Path) -> Result<(f64, f64)> {
+    let dir = tempfile::tempdir()?;
+    let host =
+        ferry_host::HostProvider::start(ferry_host::HostConfig::new(dir.path().join("host")))
+            .await?;
+    let result = deploy_runs(&host, dir.path(), shop).await;
+    for g in ferry_provider::Provider::server_groups(&host, "bench")
+        .await
+        .unwrap_or_default()
+    {
+        let _ = ferry_provider::Provider::destroy(&host, &g.account, &g.name).await;
+    }
+    host.shutdown().await;
+    result
+}
+
+async fn deploy_runs(
+    host: &ferry_host::HostProvider,
+    dir: &Path,
+    shop: &Path,
+) -> Result<(f64, f64)> {
+    use ferry_provider::Provider;
+    let store = open_store(None, dir).await?;
+    let mut registry = registry(dir)?;
+    let provider: Arc<dyn Provider> = Arc::new(host.clone());
+    ferry_deploy::register(&mut registry, ferry_deploy::Providers::new().with(provider));
+    let (engine, _join) = Engine::start(store, registry, EngineConfig::default()).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    host.upsert_load_balancer(ferry_provider::LoadBalancerSpec {
+        name: "bench".into(),
+        application: "bench".into(),
+        account: "local".into(),
+        listeners: vec![ferry_provider::Listener {
+            port,
+            address: Some("127.0.0.1".into()),
+        }],
+        routes: vec![],
+        default_cluster: Some("bench-prod".into()),
+        firewalls: vec![],
+    })
+    .await?;
+    let doc = json!({"application": "bench", "name": "deploy", "parameterConfig": [{"name": "version", "required": true}],
+        "stages": [{"refId": "1", "type": "deploy", "clusters": [{
+            "account": "local", "application": "bench", "stack": "prod",
+            "capacity": {"min": 3, "max": 3, "desired": 3}, "strategy": "redblack", "loadBalancers": ["bench"],
+            "artifact": {"name": "shop", "version": "${parameters.version}",
+                         "source": {"type": "command", "command": [shop.display().to_string()]},
+                         "env": {"SECTION": "kids", "VERSION": "${parameters.version}"}},
+            "healthCheck": {"path": "/health", "intervalMs": 100, "timeoutMs": 1000, "healthyThreshold": 1, "unhealthyThreshold": 2}}]}]});
+    let record = save(&engine, doc).await?;
+    let mut times = Vec::new();
+    for version in ["1.0.0", "2.0.0"] {
+        let mut parameters = serde_json::Map::new();
+        parameters.insert("version".into(), json!(version));
+        let id = engine
+            .run_pipeline(
+                &record,
+                RunRequest {
+                    parameters,
+                    ..RunRequest::default()
+                },
+            )
+            .await?;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let e = loop {
+            match engine.get_execution(&id).await? {
+                Some(e) if e.status.is_complete() => break e,
+                _ if Instant::now() > deadline => bail!("deploy did not finish in 120 s"),
+                _ => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        if e.status != Status::Succeeded {
+            bail!(
+                "deploy of {version} ended {}: {:?}",
+                e.status,
+                e.stages[0].context.get("exception")
+            );
+        }
+        let s = &e.stages[0];
+        times.push((s.end_time.unwrap_or(0) - s.start_time.unwrap_or(0)) as f64);
+        // It serves: ask the load balancer.
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        use std::io::{Read, Write};
+        write!(
+            conn,
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut buf = String::new();
+        conn.read_to_string(&mut buf)?;
+        if !buf.starts_with("HTTP/1.1 200") || !buf.contains(&format!("x-shop-version: {version}"))
+        {
+            bail!("version {version} does not serve through the load balancer: {buf}");
+        }
+    }
+    engine.shutdown();
+    Ok((times[0], times[1]))
+}
+
 fn idle_server(ferry: &Path) -> Result<(f64, f64, u64)> {
     use std::io::{BufRead, BufReader};
     let dir = tempfile::tempdir()?;
@@ -342,6 +447,9 @@ async fn main() -> Result<()> {
         .unwrap_or_else(|| me.with_file_name("ferry"));
     let (ready_line_ms, readyz_ms, idle_rss) = idle_server(&ferry)?;
 
+    eprintln!("phase 5: deploy time on the host provider");
+    let (first_deploy_ms, redblack_ms) = deploy_phase(&me.with_file_name("shop-service")).await?;
+
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {
@@ -389,5 +497,11 @@ async fn main() -> Result<()> {
     );
     println!("| server start to ready line | {ready_line_ms:.0} ms | |");
     println!("| server start to first 200 from /readyz | {readyz_ms:.0} ms | <= 300 ms |");
+    println!(
+        "| deploy of a 3-instance server group, stage start to serving (first) | {first_deploy_ms:.0} ms | |"
+    );
+    println!(
+        "| red/black of a 3-instance server group, stage start to serving and old drained | {redblack_ms:.0} ms | |"
+    );
     Ok(())
 }

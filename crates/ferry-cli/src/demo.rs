@@ -1,9 +1,12 @@
 //! `ferry demo`: the README's first command. Starts the server in this process (the same wiring
-//! as `ferry server`, with loopback allowed for webhooks so the example can call Ferry itself),
-//! applies the built-in examples (`examples/core/`, embedded in the binary), runs the example
-//! pipeline and follows it like `ferry run --wait`, judging its manual judgment automatically
-//! unless told to wait for a person, prints the outcome and where Ferry is, then serves on until
-//! Ctrl-C (or exits with the pipeline's result with `--exit`).
+//! as `ferry server`: SQLite, the host provider and its load balancer, with loopback allowed for
+//! webhooks so the example can smoke-test itself), applies the example shopping app
+//! (`examples/shop/deploy/`, embedded in the binary), runs its `deliver` pipeline (build and
+//! test, deploy to QA, smoke test, manual judgment, red/black to production behind the load
+//! balancer) and follows it like `ferry run --wait`, judging automatically unless told to wait
+//! for a person. Then it asks the shop through the load balancer, prints where the app and Ferry
+//! are, and serves on until Ctrl-C (or, with `--exit`, destroys what it deployed and exits with
+//! the pipeline's result).
 
 use crate::cli::DemoArgs;
 use crate::client::{ApiClient, TokenSource};
@@ -15,22 +18,39 @@ use crate::server::{self, RunningServer, ServerOptions};
 use crate::{Globals, say};
 use serde_json::{Map, Value};
 
-/// The example documents, as shipped in `examples/core/`.
+/// The example documents, as shipped in `examples/shop/deploy/`.
 pub const EXAMPLES: &[(&str, &str)] = &[
     (
-        "examples/core/shop.yaml",
-        include_str!("../../../examples/core/shop.yaml"),
+        "examples/shop/deploy/shop.yaml",
+        include_str!("../../../examples/shop/deploy/shop.yaml"),
     ),
     (
-        "examples/core/release.yaml",
-        include_str!("../../../examples/core/release.yaml"),
+        "examples/shop/deploy/deliver.json",
+        include_str!("../../../examples/shop/deploy/deliver.json"),
     ),
 ];
 
 /// The example application and pipeline.
 pub const EXAMPLE_APPLICATION: &str = "shop";
 /// The example pipeline.
-pub const EXAMPLE_PIPELINE: &str = "release";
+pub const EXAMPLE_PIPELINE: &str = "deliver";
+/// Where the example's production load balancer listens.
+pub const SHOP_URL: &str = "http://127.0.0.1:8090";
+
+/// The `shop-service` executable: built by the workspace next to `ferry`.
+fn shop_binary() -> Result<std::path::PathBuf, CliError> {
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::Failed(format!("cannot find this executable: {e}")))?;
+    let bin = exe.with_file_name("shop-service");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(CliError::Failed(format!(
+            "the example service is missing at {}: build the whole workspace (`cargo build --release`), which builds it next to ferry",
+            bin.display()
+        )))
+    }
+}
 
 /// The embedded examples as sources.
 pub fn example_sources() -> Vec<SourceText> {
@@ -119,7 +139,10 @@ async fn drive(server: &RunningServer, args: &DemoArgs, globals: &Globals) -> Re
     }
 
     let mut parameters = Map::new();
-    parameters.insert("ferryUrl".into(), Value::String(server.url()));
+    parameters.insert(
+        "shopBinary".into(),
+        Value::String(shop_binary()?.display().to_string()),
+    );
     let id =
         commands::start_run(&client, EXAMPLE_APPLICATION, EXAMPLE_PIPELINE, parameters).await?;
     say(&format!(
@@ -135,6 +158,16 @@ async fn drive(server: &RunningServer, args: &DemoArgs, globals: &Globals) -> Re
     let last = commands::watch(&client, &id, Sink::Stdout, &on_judgment).await?;
 
     say("");
+    for section in ["home", "kids", "mens"] {
+        let url = format!("{SHOP_URL}/{section}");
+        match fetch(&url).await {
+            Ok(body) => say(&format!("{url} answers: {}", body.trim())),
+            Err(e) => say(&format!("{url} does not answer: {e}")),
+        }
+    }
+    say(&format!(
+        "The shop is at {SHOP_URL}/home, /kids and /mens (QA at http://127.0.0.1:8091)."
+    ));
     say(&format!(
         "Ferry is at {} (data: {}).",
         server.url(),
@@ -145,14 +178,61 @@ async fn drive(server: &RunningServer, args: &DemoArgs, globals: &Globals) -> Re
         "  {prefix} get executions -a {EXAMPLE_APPLICATION}"
     ));
     say(&format!("  {prefix} execution get {id}"));
+    say(&format!("  {prefix} get clusters -a {EXAMPLE_APPLICATION}"));
     say(&format!(
-        "  {prefix} run {EXAMPLE_APPLICATION} {EXAMPLE_PIPELINE} -p ferryUrl={} --wait",
-        server.url()
+        "  {prefix} get instances -a {EXAMPLE_APPLICATION}"
     ));
-    if !args.exit {
-        say("Press Ctrl-C to stop.");
+    say(&format!(
+        "  {prefix} run {EXAMPLE_APPLICATION} {EXAMPLE_PIPELINE} -p shopBinary=PATH -p version=1.1.0 --wait"
+    ));
+    if args.exit {
+        // Leave nothing running behind a demo that was asked to exit.
+        let groups = client
+            .get(
+                &[
+                    "api",
+                    "v1",
+                    "applications",
+                    EXAMPLE_APPLICATION,
+                    "serverGroups",
+                ],
+                &[],
+            )
+            .await?;
+        for g in groups.as_array().cloned().unwrap_or_default() {
+            let (Some(account), Some(name)) = (
+                g.get("account").and_then(Value::as_str),
+                g.get("name").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            client
+                .delete(&["api", "v1", "serverGroups", account, name])
+                .await?;
+        }
+    } else {
+        say(
+            "Press Ctrl-C to stop Ferry (the shop's instances keep running and are re-adopted at the next start; `ferry destroy` removes them).",
+        );
     }
     commands::run_result(&last)
+}
+
+/// GETs a URL on this machine (the shop through the load balancer) and returns its body.
+async fn fetch(url: &str) -> Result<String, String> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let res = client.get(url).send().await.map_err(|e| e.to_string())?;
+    let status = res.status();
+    let body = res.text().await.map_err(|e| e.to_string())?;
+    if status.is_success() {
+        Ok(body)
+    } else {
+        Err(format!("{status}: {body}"))
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +242,6 @@ mod tests {
     #[test]
     fn the_embedded_examples_are_valid() {
         let batch = files::parse_sources(&example_sources()).unwrap();
-        assert_eq!(commands::validate_batch(&batch).unwrap(), 2);
+        assert_eq!(commands::validate_batch(&batch).unwrap(), 5);
     }
 }

@@ -27,6 +27,43 @@ fn shop_binary() -> PathBuf {
     bin
 }
 
+/// Kills every instance recorded under the host provider's state directory when dropped, so a
+/// failing test leaves no process behind.
+struct KillInstances(PathBuf);
+
+impl Drop for KillInstances {
+    fn drop(&mut self) {
+        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.file_name().is_some_and(|n| n == "instance.json") {
+                    out.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(&self.0, &mut files);
+        for f in files {
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&text) else {
+                continue;
+            };
+            if let Some(pid) = v.get("pid").and_then(Value::as_i64) {
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &format!("-{pid}")])
+                    .status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -179,6 +216,7 @@ async fn deploys_rollbacks_and_resizes_drop_no_request() {
         allow_url_hosts: vec![],
         max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
     };
+    let _cleanup = KillInstances(options.data_dir.join("host"));
     let server = ferry_cli::server::start(&options).await.unwrap();
     let token = std::fs::read_to_string(options.data_dir.join("admin.token")).unwrap();
     let api = Api {

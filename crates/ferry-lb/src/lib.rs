@@ -598,10 +598,7 @@ impl Lb {
         for (_, (_, task)) in health {
             task.abort();
         }
-        let tasks: Vec<_> = listeners
-            .into_values()
-            .map(ListenerHandle::close)
-            .collect();
+        let tasks: Vec<_> = listeners.into_values().map(ListenerHandle::close).collect();
         for task in tasks {
             let _ = task.await;
         }

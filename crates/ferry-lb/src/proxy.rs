@@ -383,7 +383,7 @@ impl ConnContext {
             };
 
             let next = match failure {
-                // The connection closed before the request left: try again on a fresh one.
+                // The connection closed before the request left: send it on another connection.
                 Failure::Unsent if unsent_retries < 2 => {
                     unsent_retries += 1;
                     continue;
