@@ -29,6 +29,8 @@ export CARGO_TERM_COLOR=never
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --bins --quiet
-cargo test --workspace --no-fail-fast 2>&1 | tee target/test-output.txt
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+cargo test --workspace --no-fail-fast 2>&1 | tee "$out"
 # One closing line with the totals over every test binary.
-awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' target/test-output.txt
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "%d passed, %d failed, %d skipped\n", p, f, i }' "$out"
