@@ -1043,7 +1043,16 @@ async fn logs_are_returned_followed_and_rotated() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let lines = p.logs("local", &g.name, None, 1000).await.unwrap();
+    // The instances write ~300 KB each at start; the log reader catches up in its own time
+    // (slowly on a loaded machine), so wait until 1,000 lines are there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let lines = loop {
+        let lines = p.logs("local", &g.name, None, 1000).await.unwrap();
+        if lines.len() == 1000 || Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert_eq!(lines.len(), 1000);
     assert!(
         lines.windows(2).all(|w| w[0].time <= w[1].time),
