@@ -298,7 +298,7 @@ impl<'a> Follower<'a> {
                         }
                         match serde_json::from_str::<Value>(&ev.data) {
                             Ok(v) => self.queued.push_back(v),
-                            Err(e) => tracing::debug!(error = %e, "skipping an unreadable event"),
+                            Err(e) => tracing::debug!(error = %e, "ignoring an unreadable event"),
                         }
                     }
                 }

@@ -35,7 +35,7 @@ pub fn contains_expression(s: &str) -> bool {
     s.contains("${")
 }
 
-/// Finds the `}` that closes an expression whose text starts at `from`, skipping quoted
+/// Finds the `}` that closes an expression whose text starts at `from`, passing over quoted
 /// strings and balanced braces (inline lists and maps).
 fn find_close(src: &str, open: usize, from: usize) -> Result<usize, ParseError> {
     let bytes = src.as_bytes();

@@ -249,7 +249,7 @@ fn load(state_dir: &Path, accounts: &[String]) -> Result<Loaded, StateError> {
                     continue;
                 }
                 Err(e) => {
-                    tracing::error!("skipping server group {name}: {e}");
+                    tracing::error!("not loading server group {name}: {e}");
                     continue;
                 }
             };
