@@ -596,6 +596,20 @@ fn run_request(who: &Principal, body: &Value) -> Result<RunRequest, ApiError> {
     })
 }
 
+/// Starts a run of `record` for `who`; answers `201 {id}`.
+async fn start_run(
+    s: &AppState,
+    who: &Principal,
+    record: &ferry_core::PipelineRecord,
+    body: &Value,
+) -> Result<Response, ApiError> {
+    let exec = s
+        .engine
+        .run_pipeline(record, run_request(who, body)?)
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!({"id": exec}))).into_response())
+}
+
 async fn run_pipeline(
     State(s): State<AppState>,
     Caller(who): Caller,
@@ -605,11 +619,7 @@ async fn run_pipeline(
     let Some(record) = s.store.get_pipeline(&id).await? else {
         return Err(ApiError::NotFound(format!("no pipeline \"{id}\"")));
     };
-    let exec = s
-        .engine
-        .run_pipeline(&record, run_request(&who, &body)?)
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": exec}))).into_response())
+    start_run(&s, &who, &record, &body).await
 }
 
 async fn run_by_name(
@@ -623,11 +633,7 @@ async fn run_by_name(
             "no pipeline \"{name}\" in application \"{app}\""
         )));
     };
-    let exec = s
-        .engine
-        .run_pipeline(&record, run_request(&who, &body)?)
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!({"id": exec}))).into_response())
+    start_run(&s, &who, &record, &body).await
 }
 
 async fn apply(

@@ -99,6 +99,42 @@ pub(crate) mod testutil {
         (ferry_store::open(&cfg).await.unwrap(), dir)
     }
 
+    /// Validates and saves `doc`, then runs it as `user`; returns the execution id.
+    pub async fn run_doc(
+        engine: &ferry_engine::EngineHandle,
+        doc: serde_json::Value,
+        user: &str,
+    ) -> String {
+        let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
+        let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
+        let request = ferry_engine::RunRequest {
+            user: user.into(),
+            ..ferry_engine::RunRequest::default()
+        };
+        engine.run_pipeline(&record, request).await.unwrap()
+    }
+
+    /// Waits (20 s at most) until the execution is complete.
+    pub async fn finished(engine: &ferry_engine::EngineHandle, id: &str) -> ferry_core::Execution {
+        ferry_engine::conformance::wait_for(
+            engine,
+            id,
+            std::time::Duration::from_secs(20),
+            "completion",
+            |e| e.status.is_complete(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// The error recorded on stage `i`, or "".
+    pub fn error_at(e: &ferry_core::Execution, i: usize) -> String {
+        e.stages[i].context["exception"]["details"]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Services for tests: webhooks may reach loopback; scripts run in a temp dir.
     pub fn services(work_dir: &std::path::Path) -> super::StageServices {
         let mut policy = ferry_http::UrlPolicy::public_internet();

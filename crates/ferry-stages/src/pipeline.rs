@@ -505,6 +505,7 @@ fn first_stage_error(child: &Execution) -> Option<String> {
 mod tests {
     use super::*;
     use crate::testutil;
+    use crate::testutil::finished;
     use ferry_core::Store;
     use ferry_engine::conformance::{Case, run, wait_for};
     use ferry_engine::{Engine, EngineConfig, EngineHandle, Registry};
@@ -513,6 +514,14 @@ mod tests {
     async fn save(registry: &Registry, store: &Arc<dyn Store>, doc: Value) -> PipelineRecord {
         let p = ferry_engine::validate_pipeline(&doc, registry).unwrap();
         store.save_pipeline(&p, "tester").await.unwrap()
+    }
+
+    async fn run_doc_as_alice(engine: &EngineHandle, doc: Value) -> String {
+        crate::testutil::run_doc(engine, doc, "alice").await
+    }
+
+    fn error_of(e: &Execution) -> String {
+        crate::testutil::error_at(e, 0)
     }
 
     fn child(app: &str, name: &str, stages: Value) -> Value {
@@ -526,35 +535,6 @@ mod tests {
             .await
             .unwrap();
         (engine, guard)
-    }
-
-    async fn run_doc(engine: &EngineHandle, doc: Value) -> String {
-        let record = save(engine.registry(), engine.store(), doc).await;
-        engine
-            .run_pipeline(
-                &record,
-                RunRequest {
-                    user: "alice".into(),
-                    ..RunRequest::default()
-                },
-            )
-            .await
-            .unwrap()
-    }
-
-    async fn finished(engine: &EngineHandle, id: &str) -> Execution {
-        wait_for(engine, id, Duration::from_secs(20), "completion", |e| {
-            e.status.is_complete()
-        })
-        .await
-        .unwrap()
-    }
-
-    fn error_of(e: &Execution) -> String {
-        e.stages[0].context["exception"]["details"]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
     }
 
     fn parent(name: &str, stage: Value) -> Value {
@@ -630,7 +610,7 @@ mod tests {
         )
         .await;
         // By id this time; by name in the other tests.
-        let id = run_doc(
+        let id = run_doc_as_alice(
             &engine,
             parent("parent", json!({"application": "family", "pipeline": kid.id, "pipelineParameters": {"tag": "v7"}})),
         )
@@ -662,7 +642,7 @@ mod tests {
             child("family", "sad-kid", json!([{"refId": "1", "name": "judge", "type": "manualJudgment", "judgmentStatus": "stop"}])),
         )
         .await;
-        let id = run_doc(
+        let id = run_doc_as_alice(
             &engine,
             parent(
                 "sad-parent",
@@ -678,7 +658,7 @@ mod tests {
         assert!(error.contains("stage \"judge\": stopped by"), "{error}");
         assert_eq!(e.stages[0].outputs["status"], json!("TERMINAL"));
 
-        let missing = run_doc(
+        let missing = run_doc_as_alice(
             &engine,
             parent(
                 "lost-parent",
@@ -710,7 +690,7 @@ mod tests {
             ),
         )
         .await;
-        let id = run_doc(
+        let id = run_doc_as_alice(
             &engine,
             parent(
                 "impatient",
@@ -772,7 +752,7 @@ mod tests {
             ),
         )
         .await;
-        let id = run_doc(
+        let id = run_doc_as_alice(
             &engine,
             parent("fire-and-forget", json!({"application": "family", "pipeline": "slow-kid", "waitForCompletion": false})),
         )
@@ -802,7 +782,7 @@ mod tests {
     async fn pipelines_that_start_themselves_are_stopped() {
         let dir = tempfile::tempdir().unwrap();
         let (engine, _g) = engine(dir.path()).await;
-        let id = run_doc(
+        let id = run_doc_as_alice(
             &engine,
             parent(
                 "ouroboros",
@@ -885,7 +865,7 @@ mod tests {
             ),
         )
         .await;
-        let id = run_doc(
+        let id = run_doc_as_alice(
             &engine,
             parent(
                 "adopter",

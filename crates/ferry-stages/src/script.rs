@@ -673,6 +673,7 @@ pub fn check_relative(raw: &str) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
     use crate::testutil;
+    use crate::testutil::finished;
     use ferry_core::{Execution, Status};
     use ferry_engine::conformance::{Case, run, wait_for};
     use ferry_engine::{Command, Engine, EngineConfig, EngineHandle, RunRequest};
@@ -689,18 +690,7 @@ mod tests {
 
     async fn start_stages(engine: &EngineHandle, name: &str, stages: Vec<Value>) -> String {
         let doc = json!({"application": "scripts", "name": name, "stages": stages});
-        let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
-        let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
-        engine
-            .run_pipeline(
-                &record,
-                RunRequest {
-                    user: "tester".into(),
-                    ..RunRequest::default()
-                },
-            )
-            .await
-            .unwrap()
+        testutil::run_doc(engine, doc, "tester").await
     }
 
     async fn start(engine: &EngineHandle, name: &str, stage: Value) -> String {
@@ -710,19 +700,8 @@ mod tests {
         start_stages(engine, name, vec![stage]).await
     }
 
-    async fn finished(engine: &EngineHandle, id: &str) -> Execution {
-        wait_for(engine, id, Duration::from_secs(20), "completion", |e| {
-            e.status.is_complete()
-        })
-        .await
-        .unwrap()
-    }
-
     fn error_of(e: &Execution, i: usize) -> String {
-        e.stages[i].context["exception"]["details"]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        crate::testutil::error_at(e, i)
     }
 
     #[tokio::test]

@@ -1226,6 +1226,7 @@ fn check_name(name: &str, at: usize) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::testutil;
+    use crate::testutil::finished;
     use axum::body::Bytes;
     use axum::extract::State as AxState;
     use axum::http::{HeaderMap, StatusCode, Uri};
@@ -1419,33 +1420,11 @@ mod tests {
         stage["refId"] = json!("1");
         stage["name"] = json!("call");
         let doc = json!({"application": "hooks", "name": name, "stages": [stage]});
-        let p = ferry_engine::validate_pipeline(&doc, engine.registry()).unwrap();
-        let record = engine.store().save_pipeline(&p, "tester").await.unwrap();
-        engine
-            .run_pipeline(
-                &record,
-                RunRequest {
-                    user: "tester".into(),
-                    ..RunRequest::default()
-                },
-            )
-            .await
-            .unwrap()
-    }
-
-    async fn finished(engine: &EngineHandle, id: &str) -> Execution {
-        wait_for(engine, id, Duration::from_secs(20), "completion", |e| {
-            e.status.is_complete()
-        })
-        .await
-        .unwrap()
+        testutil::run_doc(engine, doc, "tester").await
     }
 
     fn error_of(e: &Execution) -> String {
-        e.stages[0].context["exception"]["details"]["error"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
+        crate::testutil::error_at(e, 0)
     }
 
     fn waiting(url: &str, extra: Value) -> Value {
