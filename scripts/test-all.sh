@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages, PostgreSQL running), then runs the whole suite:
+# Installs what the tests need (Debian packages: PostgreSQL client, R, Prometheus; scipy from PyPI;
+# PostgreSQL running), then runs the whole suite:
 # formatting, lints, and every test in the workspace against real components.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,10 +10,17 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # --- components the tests use -------------------------------------------------------------
 need_pkgs=()
 command -v psql >/dev/null 2>&1 || need_pkgs+=(postgresql-client)
+# The canary judge's statistics are checked against R's wilcox.test (the oracle Kayenta ports).
+command -v Rscript >/dev/null 2>&1 || need_pkgs+=(r-base-core)
+# Canary analysis queries a real Prometheus server (backfilled with promtool).
+{ command -v prometheus && command -v promtool; } >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
+
+# scipy: the judge's p-values are also checked against scipy.stats.mannwhitneyu.
+python3 -c 'import scipy' >/dev/null 2>&1 || python3 -m pip install --quiet --disable-pip-version-check scipy
 
 # PostgreSQL: the store suite runs against it. The machine starts it; start it if it stopped.
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then

@@ -190,6 +190,117 @@ Examples:
 Data goes to <data dir>/demo unless --data-dir is given, so the demo never touches the data of
 a real `ferry server`. The examples (application `shop`, pipeline `release`) are built in.")]
     Demo(DemoArgs),
+
+    /// Canary analysis: judge recorded samples offline, or report a canary stage's results.
+    #[command(subcommand)]
+    Canary(CanaryCommand),
+
+    /// Progressive rollouts: status, promote, abort, retry and undo of a `rollout` stage.
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+}
+
+/// Which rollout: an execution and, when it has several rollout stages, which one.
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    /// Execution id.
+    pub execution: String,
+    /// The rollout stage's refId, id or name (needed only when there are several).
+    #[arg(long)]
+    pub stage: Option<String>,
+}
+
+/// `ferry rollout …`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Status (Progressing, Paused, Healthy, Degraded), step, weights and analysis.
+    #[command(after_help = "Examples:\n  ferry rollout get 01HXYZ...\n  ferry rollout get 01HXYZ... -o json")]
+    Get {
+        #[command(flatten)]
+        args: RolloutArgs,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Go on to the next step (from a pause or an inconclusive analysis); --full skips every
+    /// remaining step and analysis.
+    #[command(after_help = "Examples:\n  ferry rollout promote 01HXYZ...\n  ferry rollout promote 01HXYZ... --full")]
+    Promote {
+        #[command(flatten)]
+        args: RolloutArgs,
+        /// Skip every remaining step.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Give the stable version its traffic back and remove the new one (status Degraded).
+    #[command(after_help = "Examples:\n  ferry rollout abort 01HXYZ... --reason \"errors in the logs\"")]
+    Abort {
+        #[command(flatten)]
+        args: RolloutArgs,
+        /// Why, recorded with the rollout.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Start an aborted rollout again (restarts the stage).
+    #[command(after_help = "Examples:\n  ferry rollout retry 01HXYZ...")]
+    Retry {
+        #[command(flatten)]
+        args: RolloutArgs,
+    },
+    /// Roll the cluster back from the rollout's server group to the previous one.
+    #[command(after_help = "Examples:\n  ferry rollout undo 01HXYZ...")]
+    Undo {
+        #[command(flatten)]
+        args: RolloutArgs,
+    },
+}
+
+/// `ferry canary …`.
+#[derive(Debug, Subcommand)]
+pub enum CanaryCommand {
+    /// Judge recorded samples with a canary config, on this machine (no server needed).
+    #[command(after_help = "\
+Examples:
+  ferry canary judge --config canary.yaml --baseline baseline.json --canary canary.json
+  ferry canary judge --config canary.yaml --baseline b.json --canary c.json -o json
+
+The sample files are JSON (or YAML) objects: metric name → array of numbers (null = NaN), one
+file per side. The result has every metric's classification, p-value, Hodges-Lehmann estimate,
+98 % confidence interval and effect size, the group scores and the summary score. Use it to
+tune a canary config against recorded data before trusting it in a pipeline.")]
+    Judge(CanaryJudgeArgs),
+    /// Show what the kayentaCanary stages of an execution judged, interval by interval.
+    #[command(after_help = "Examples:\n  ferry canary report 01HXYZ...\n  ferry canary report 01HXYZ... -o json")]
+    Report {
+        /// Execution id.
+        execution: String,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+}
+
+/// `ferry canary judge`.
+#[derive(Debug, Args)]
+pub struct CanaryJudgeArgs {
+    /// The canary config (Kayenta's document shape; YAML or JSON; `kind` optional).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The baseline's samples: metric name → array of numbers.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: PathBuf,
+    /// The canary's samples: metric name → array of numbers.
+    #[arg(long, value_name = "FILE")]
+    pub canary: PathBuf,
+    /// Score at or above which the result is Pass.
+    #[arg(long, default_value_t = 75.0)]
+    pub pass: f64,
+    /// Score at or above which the result is Marginal (below: Fail).
+    #[arg(long, default_value_t = 50.0)]
+    pub marginal: f64,
+    /// Output format: a table, or the full result as JSON or YAML.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 /// `ferry server`.
@@ -221,6 +332,12 @@ pub struct ServerArgs {
     /// Largest request body accepted, in bytes (larger gets 413).
     #[arg(long, default_value_t = crate::server::DEFAULT_MAX_BODY_BYTES, value_name = "N")]
     pub max_body_bytes: usize,
+
+    /// A Prometheus server canary configs may query (`query.type: prometheus`), e.g.
+    /// http://127.0.0.1:9090. Without it only the load balancer's own metrics (`ferry-lb`) are
+    /// available to canary analysis.
+    #[arg(long, env = "FERRY_PROMETHEUS_URL", value_name = "URL")]
+    pub prometheus_url: Option<String>,
 }
 
 /// `-f` for `apply` and `validate`.
@@ -296,6 +413,9 @@ pub enum Resource {
     /// Load balancers of an application (needs -a).
     #[value(alias = "loadbalancer", alias = "lb")]
     Loadbalancers,
+    /// Canary configs (latest versions).
+    #[value(alias = "canaryconfig", alias = "cc")]
+    Canaryconfigs,
 }
 
 /// `ferry get`.

@@ -94,7 +94,12 @@ fn offline_registry() -> Result<ferry_engine::Registry, CliError> {
 /// Validates a batch offline; applications named by pipelines count as known.
 pub fn validate_batch(batch: &Batch) -> Result<usize, CliError> {
     let registry = offline_registry()?;
-    match ferry_server::documents::validate_batch(&batch.documents, &registry, &|_| true) {
+    match ferry_server::documents::validate_batch(
+        &batch.documents,
+        &registry,
+        &ferry_canary::Sources::offline(),
+        &|_| true,
+    ) {
         Ok(docs) => Ok(docs.len()),
         Err(problems) => {
             let problems: Vec<ApiProblem> = problems
@@ -154,6 +159,10 @@ pub async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
                 &["id"],
             )
         }
+        Resource::Canaryconfigs => (
+            client.get(&["api", "v1", "canaryConfigs"], &[]).await?,
+            &["name"],
+        ),
         Resource::Clusters
         | Resource::Servergroups
         | Resource::Instances
@@ -204,6 +213,7 @@ pub async fn get(client: &ApiClient, args: &GetArgs) -> Result<(), CliError> {
             Resource::Servergroups => render::server_groups_table(&items),
             Resource::Instances => render::instances_table(&items),
             Resource::Loadbalancers => render::load_balancers_table(&items),
+            Resource::Canaryconfigs => render::canary_configs_table(&items),
         },
         other => render::structured(other, &Value::Array(items))?,
     };
@@ -220,6 +230,7 @@ fn resource_word(r: Resource) -> &'static str {
         Resource::Servergroups => "server group",
         Resource::Instances => "instance",
         Resource::Loadbalancers => "load balancer",
+        Resource::Canaryconfigs => "canary config",
     }
 }
 

@@ -81,6 +81,7 @@ pub async fn run(args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
             .collect(),
         allow_url_hosts: Vec::new(),
         max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
+        prometheus_url: None,
     };
     let server = server::start(&options)
         .await

@@ -11,6 +11,7 @@
 //! Errors are one typed enum, [`error::CliError`], whose variants carry their exit code
 //! (0 ok, 1 failure, 2 usage, 3 cannot connect).
 
+pub mod canary;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -20,10 +21,11 @@ pub mod files;
 pub mod follow;
 pub mod params;
 pub mod render;
+pub mod rollout;
 pub mod server;
 pub mod sse;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CanaryCommand, Cli, Command};
 use crate::client::{ApiClient, resolve_token};
 use crate::error::CliError;
 use clap::{CommandFactory, FromArgMatches};
@@ -166,6 +168,7 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
                 allow_networks: a.allow_networks,
                 allow_url_hosts: a.allow_url_hosts,
                 max_body_bytes: a.max_body_bytes,
+                prometheus_url: a.prometheus_url,
             };
             server::run(&options)
                 .await
@@ -202,6 +205,14 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
                 .await
         }
         Command::Demo(a) => demo::run(&a, &globals).await,
+        Command::Canary(c) => {
+            let client = match &c {
+                CanaryCommand::Judge(_) => None,
+                CanaryCommand::Report { .. } => Some(globals.client()?),
+            };
+            canary::run(client, &c).await
+        }
+        Command::Rollout(c) => rollout::run(&globals.client()?, &c).await,
     }
 }
 

@@ -270,6 +270,23 @@ pub fn instances_table(items: &[Value]) -> String {
     )
 }
 
+/// `ferry get canaryconfigs`.
+pub fn canary_configs_table(items: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|c| {
+            vec![
+                text(c, "name"),
+                text(c, "version"),
+                text(c, "metrics"),
+                text(c, "updatedBy"),
+                millis(c, "updatedAt").map(datetime).unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["NAME", "VERSION", "METRICS", "UPDATED BY", "UPDATED"], &rows)
+}
+
 /// `get loadbalancers`.
 pub fn load_balancers_table(items: &[Value]) -> String {
     let rows: Vec<Vec<String>> = items

@@ -39,6 +39,8 @@ pub struct ServerOptions {
     pub allow_url_hosts: Vec<String>,
     /// Largest accepted request body, bytes.
     pub max_body_bytes: usize,
+    /// A Prometheus server for canary analysis (`query.type: prometheus`).
+    pub prometheus_url: Option<String>,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -53,6 +55,10 @@ impl std::fmt::Debug for ServerOptions {
             .field("allow_networks", &self.allow_networks)
             .field("allow_url_hosts", &self.allow_url_hosts)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field(
+                "prometheus_url",
+                &self.prometheus_url.as_deref().map(ferry_http::redact_url),
+            )
             .finish()
     }
 }
@@ -74,6 +80,9 @@ pub enum ServerError {
     /// A URL policy is invalid or the HTTP client cannot be built.
     #[error("invalid URL policy: {0}")]
     Policy(ferry_http::GuardError),
+    /// The canary metric sources cannot be set up (a bad `--prometheus-url`).
+    #[error("canary analysis: {0}")]
+    Canary(String),
     /// The admin token file cannot be read or written.
     #[error("cannot read or create the admin token {}: {source}", .path.display())]
     Token {
@@ -274,6 +283,36 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         &mut registry,
         ferry_deploy::Providers::new().with(host_provider.clone()),
     );
+    let mut canary_sources =
+        ferry_canary::Sources::new().with(Arc::new(ferry_canary::lb::LbSource::new(host.lb().clone())));
+    let prometheus = match &options.prometheus_url {
+        Some(url) => match ferry_canary::prometheus::PrometheusSource::new(url) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                host.shutdown().await;
+                return Err(ServerError::Canary(e.to_string()));
+            }
+        },
+        None => None,
+    };
+    if let Some(p) = &prometheus {
+        canary_sources = canary_sources.with(p.clone());
+    }
+    let canary = ferry_canary::CanaryServices {
+        store: store.clone(),
+        sources: canary_sources.clone(),
+    };
+    ferry_canary::register(&mut registry, canary.clone());
+    ferry_rollout::register(
+        &mut registry,
+        ferry_rollout::RolloutServices {
+            providers: ferry_deploy::Providers::new().with(host_provider.clone()),
+            store: store.clone(),
+            http: services.http.clone(),
+            prometheus,
+            canary: Some(canary),
+        },
+    );
 
     let url_fetcher: Option<Arc<dyn UrlFetcher>> = match from_url_policy(options) {
         Some(policy) => Some(Arc::new(GuardedFetcher {
@@ -329,6 +368,7 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         })),
         max_body_bytes: options.max_body_bytes,
         providers: vec![host_provider],
+        canary_sources,
         shutdown: Default::default(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -404,6 +444,7 @@ mod tests {
             allow_networks: vec![],
             allow_url_hosts: vec![],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            prometheus_url: None,
         }
     }
 

@@ -6,181 +6,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use serde_json::{Value, json};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-fn shop_binary() -> PathBuf {
-    // The example service is built by the workspace into the same target directory.
-    let exe = PathBuf::from(env!("CARGO_BIN_EXE_ferry"));
-    let bin = exe.with_file_name("shop-service");
-    if !bin.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "ferry-example-shop", "--bin", "shop-service"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "cannot build shop-service");
-    }
-    assert!(bin.exists(), "shop-service not found at {}", bin.display());
-    bin
-}
-
-/// Kills every instance recorded under the host provider's state directory when dropped, so a
-/// failing test leaves no process behind.
-struct KillInstances(PathBuf);
-
-impl Drop for KillInstances {
-    fn drop(&mut self) {
-        fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p.file_name().is_some_and(|n| n == "instance.json") {
-                    out.push(p);
-                }
-            }
-        }
-        let mut files = Vec::new();
-        walk(&self.0, &mut files);
-        for f in files {
-            let Ok(text) = std::fs::read_to_string(&f) else {
-                continue;
-            };
-            let Ok(v) = serde_json::from_str::<Value>(&text) else {
-                continue;
-            };
-            if let Some(pid) = v.get("pid").and_then(Value::as_i64) {
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &format!("-{pid}")])
-                    .status();
-                let _ = std::process::Command::new("kill")
-                    .args(["-9", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(300));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let bytes = res.bytes().await.unwrap();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn run(&self, pipeline: &str, params: Value) -> Value {
-        let (status, v) = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/api/v1/applications/shop/pipelines/{pipeline}/run"),
-                Some(json!({"parameters": params})),
-            )
-            .await;
-        assert_eq!(status, 201, "{v}");
-        let id = v["id"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let (_, e) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/executions/{id}"),
-                    None,
-                )
-                .await;
-            let status = e["status"].as_str().unwrap_or("");
-            if ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "execution {id} did not finish: {e}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-}
-
-#[derive(Default)]
-struct Load {
-    ok: AtomicU64,
-    failed: AtomicU64,
-    stop: AtomicBool,
-    last_version: std::sync::Mutex<String>,
-    first_failures: std::sync::Mutex<Vec<String>>,
-}
-
-impl Load {
-    fn failed(&self, what: String) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        let mut f = self.first_failures.lock().unwrap();
-        if f.len() < 10 {
-            f.push(what);
-        }
-    }
-}
-
-fn start_load(url: String, load: Arc<Load>) -> Vec<tokio::task::JoinHandle<()>> {
-    (0..6)
-        .map(|_| {
-            let url = url.clone();
-            let load = load.clone();
-            tokio::spawn(async move {
-                let client = reqwest::Client::builder().no_proxy().build().unwrap();
-                while !load.stop.load(Ordering::Relaxed) {
-                    match client
-                        .get(&url)
-                        .timeout(Duration::from_secs(10))
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().as_u16() == 200 => {
-                            if let Some(v) = r
-                                .headers()
-                                .get("x-shop-version")
-                                .and_then(|v| v.to_str().ok())
-                            {
-                                *load.last_version.lock().unwrap() = v.to_string();
-                            }
-                            let _ = r.bytes().await;
-                            load.ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => load.failed(format!("status {}", r.status())),
-                        Err(e) => load.failed(format!("error {e}")),
-                    }
-                }
-            })
-        })
-        .collect()
-}
+use support::{Api, KillInstances, Load, free_port, shop_binary, start_load};
 
 fn deploy_pipeline(name: &str, strategy: &str, shop: &Path, extra: Value) -> Value {
     let mut cluster = json!({
@@ -215,6 +48,7 @@ async fn deploys_rollbacks_and_resizes_drop_no_request() {
         allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
         allow_url_hosts: vec![],
         max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
+        prometheus_url: None,
     };
     let _cleanup = KillInstances(options.data_dir.join("host"));
     let server = ferry_cli::server::start(&options).await.unwrap();

@@ -61,6 +61,24 @@ pub struct PipelineRecord {
     pub updated_at: i64,
 }
 
+/// One stored version of a document of another kind (a canary config, …), kept by kind and name.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentRecord {
+    /// The kind, e.g. `CanaryConfig`.
+    pub kind: String,
+    /// The name, unique within the kind.
+    pub name: String,
+    /// Version, from 1, one more on every change.
+    pub version: i64,
+    /// The document as written.
+    pub body: Value,
+    /// Who saved this version.
+    pub updated_by: String,
+    /// When, epoch millis.
+    pub updated_at: i64,
+}
+
 /// What to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ExecutionFilter {
@@ -119,6 +137,28 @@ pub trait Store: Send + Sync + 'static {
     /// Saves a pipeline. An empty `id` takes the id of the pipeline with the same application
     /// and name, or a new one. A new version is written only when the document changed.
     async fn save_pipeline(&self, pipeline: &Pipeline, by: &str) -> StoreResult<PipelineRecord>;
+    /// Saves a document of `kind` under `name`: a new version when the body differs from the
+    /// latest (key order alone is no change), else the latest is returned as it is.
+    async fn save_document(
+        &self,
+        kind: &str,
+        name: &str,
+        body: &Value,
+        by: &str,
+    ) -> StoreResult<DocumentRecord>;
+    /// The latest version of a document, or the given version.
+    async fn get_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<DocumentRecord>>;
+    /// The latest version of every document of `kind`, sorted by name.
+    async fn list_documents(&self, kind: &str) -> StoreResult<Vec<DocumentRecord>>;
+    /// Every version of a document, newest first.
+    async fn document_history(&self, kind: &str, name: &str) -> StoreResult<Vec<DocumentRecord>>;
+    /// Deletes every version of a document; false when there was none.
+    async fn delete_document(&self, kind: &str, name: &str) -> StoreResult<bool>;
     /// The latest version of a pipeline.
     async fn get_pipeline(&self, id: &str) -> StoreResult<Option<PipelineRecord>>;
     /// The latest version of the pipeline with this application and name.

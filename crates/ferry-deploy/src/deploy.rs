@@ -107,6 +107,10 @@ pub struct ClusterDeploy {
     pub strategy: Strategy,
     /// `maxRemainingAsgs` (redblack, rollingredblack).
     pub max_remaining_asgs: Option<u32>,
+    /// `trafficWeight` (Ferry): the new server group's traffic weight, 1–100 (default 100),
+    /// relative to the other enabled server groups of the cluster. A canary and its baseline
+    /// deploy with a small weight beside production.
+    pub traffic_weight: Option<u32>,
     /// `scaleDown` (redblack, rollingredblack).
     pub scale_down: bool,
     /// `delayBeforeDisableSec` (redblack, rollingredblack).
@@ -194,7 +198,9 @@ fn name_part(f: &mut Fields<'_>, key: &str) -> Option<Option<String>> {
     }
 }
 
-fn cluster_deploy(f: &mut Fields<'_>, default_timeout: u64) -> Option<ClusterDeploy> {
+/// Reads one cluster to deploy (the fields of a `clusters[]` entry), reporting every problem
+/// with its path. Other stage types that create server groups (`rollout`) read theirs with it.
+pub fn cluster_deploy(f: &mut Fields<'_>, default_timeout: u64) -> Option<ClusterDeploy> {
     let location = spec::location(f);
     let application = spec::application(f);
     if let Some(a) = &application
@@ -224,6 +230,13 @@ fn cluster_deploy(f: &mut Fields<'_>, default_timeout: u64) -> Option<ClusterDep
         }
     };
     let max_remaining_asgs = spec::opt_u32_in(f, "maxRemainingAsgs", 1, 1000);
+    let traffic_weight = spec::opt_u32_in(f, "trafficWeight", 1, 100);
+    if traffic_weight.is_some() && strategy == Some(Strategy::RollingRedBlack) {
+        f.problem(
+            "trafficWeight",
+            "does not apply to rollingredblack, whose targetPercentages set the weights",
+        );
+    }
     let scale_down = f.bool_or("scaleDown", false);
     let delay_before_disable_sec = f.opt_u64("delayBeforeDisableSec").unwrap_or(0);
     let target_percentages = if strategy == Some(Strategy::RollingRedBlack) {
@@ -243,6 +256,7 @@ fn cluster_deploy(f: &mut Fields<'_>, default_timeout: u64) -> Option<ClusterDep
         capacity: capacity?,
         strategy: strategy?,
         max_remaining_asgs,
+        traffic_weight,
         scale_down,
         delay_before_disable_sec,
         target_percentages: target_percentages?,
@@ -683,7 +697,11 @@ impl Deploy {
                     health_check: c.health_check.clone(),
                     load_balancers: c.load_balancers.clone(),
                     enabled: rolling,
-                    weight: if rolling { 0 } else { 100 },
+                    weight: if rolling {
+                        0
+                    } else {
+                        c.traffic_weight.unwrap_or(100)
+                    },
                     deployed_by: ctx.execution.trigger.user.clone(),
                     execution_id: Some(ctx.execution.id.clone()),
                 };

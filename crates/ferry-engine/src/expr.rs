@@ -230,6 +230,38 @@ pub fn evaluate_condition(
     }
 }
 
+/// Evaluates an analysis condition such as `result[0] >= 0.95` (Argo Rollouts'
+/// `successCondition` / `failureCondition`) with `result` bound to a measurement and no access
+/// to the execution. A bare expression or a `${...}` template; the answer must be a boolean.
+pub fn evaluate_result_condition(source: &str, result: &Value, limits: Limits) -> Result<bool, String> {
+    let template = if ferry_core::looks_like_expression(source) {
+        Template::parse(source)
+    } else {
+        Template::parse_expression(source, &limits)
+    }
+    .map_err(|e| e.to_string())?;
+    let root = json!({ "result": result });
+    let ctx = EvalContext {
+        root: &root,
+        host: &ferry_expr::NullHost,
+        limits,
+    };
+    match template.evaluate(&ctx).map_err(|e| e.to_string())? {
+        Value::Bool(b) => Ok(b),
+        other => Err(format!("`{source}` must evaluate to a boolean, got {other}")),
+    }
+}
+
+/// Checks that an analysis condition parses (for validation before a run).
+pub fn check_result_condition(source: &str, limits: &Limits) -> Result<(), String> {
+    if ferry_core::looks_like_expression(source) {
+        Template::parse(source).map(|_| ())
+    } else {
+        Template::parse_expression(source, limits).map(|_| ())
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Evaluates `items` in order for the stage of `ctx`, on a blocking thread, with the engine's
 /// limits and URL fetcher. With `bind`, each result is added to the root under its name before
 /// the next item is evaluated (so later items can use earlier ones, as `evaluateVariables`
@@ -276,4 +308,27 @@ pub fn has_expressions(context: &Map<String, Value>) -> bool {
         }
     }
     context.values().any(walk)
+}
+
+#[cfg(test)]
+mod result_condition_tests {
+    use super::*;
+
+    #[test]
+    fn conditions_see_only_the_result() {
+        let limits = Limits::default();
+        let r = json!([0.97, 0.5]);
+        assert_eq!(evaluate_result_condition("result[0] >= 0.95", &r, limits), Ok(true));
+        assert_eq!(evaluate_result_condition("${result[1] > 0.9}", &r, limits), Ok(false));
+        assert_eq!(
+            evaluate_result_condition("result.score >= 75", &json!({"score": 80}), limits),
+            Ok(true)
+        );
+        let err = evaluate_result_condition("result[0]", &r, limits).unwrap_err();
+        assert!(err.contains("boolean"), "{err}");
+        // No execution, no helpers that reach outside.
+        assert!(evaluate_result_condition("#stage('x') != null", &r, limits).is_err());
+        assert!(check_result_condition("result[0] >=", &limits).is_err());
+        assert!(check_result_condition("result[0] >= 1", &limits).is_ok());
+    }
 }

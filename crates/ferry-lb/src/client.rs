@@ -158,7 +158,10 @@ impl Connector {
             };
         let _ = stream.set_nodelay(true);
         let mut builder = Builder::new();
-        builder.max_buf_size(self.max_response_head.max(8192));
+        // Flattened writes (`send`) rather than `writev`, as on the client side (see listener.rs).
+        builder
+            .writev(false)
+            .max_buf_size(self.max_response_head.max(8192));
         let (sender, connection) = builder
             .handshake(TokioIo::new(stream))
             .await

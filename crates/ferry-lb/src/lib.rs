@@ -8,8 +8,9 @@
 //!
 //! # Design decisions
 //! - **Zero failed requests during changes.** A request is counted in flight on its backend from
-//!   the moment it is routed (under the listener table's read lock, so a swap cannot slip between
-//!   routing and counting) until its response body ends; [`Lb::drain`] waits on that count. The
+//!   the moment it is routed until its response body ends; [`Lb::drain`] waits on that count.
+//!   After counting itself, a request checks that the listener's table was not replaced while it
+//!   routed (and routes again if it was), so a swap cannot slip between routing and counting. The
 //!   backend connection is obtained *before* the request is handed to it, so a failed connect
 //!   (the instance just went away) costs nothing: the request, body included, is retried once on
 //!   another backend. A request that a pooled connection hands back unsent (it was closing) is
@@ -48,6 +49,7 @@ mod listener;
 mod metrics;
 mod pool;
 mod proxy;
+mod samples;
 mod status;
 mod workers;
 
@@ -57,7 +59,7 @@ mod tests;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -69,12 +71,16 @@ pub use config::{
     PoolConfig, RouteConfig,
 };
 pub use error::LbError;
+pub use samples::SampleBucket;
 pub use status::{BackendStatus, GroupStatus, LbStatus, ListenerStatus, PoolStatus};
 
 use listener::ListenerHandle;
 use metrics::{BackendLabels, GroupLabels, Metrics};
-use pool::{BackendState, Clock, GroupRuntime, GroupStats, ListenerTable, PoolRuntime};
+use pool::{
+    BackendState, Clock, GroupRuntime, GroupStats, ListenerTable, OwnLine, PoolRuntime, RouteTarget,
+};
 use proxy::Shared;
+use samples::{SAMPLE_SECONDS, SampleRing};
 
 /// The load balancer. Cheap to clone; all clones are the same instance.
 #[derive(Clone)]
@@ -112,6 +118,9 @@ struct State {
     groups: HashMap<(String, String), Arc<GroupStats>>,
     backends: HashMap<BackendKey, Arc<BackendState>>,
     health: HashMap<BackendKey, (HealthCheckConfig, JoinHandle<()>)>,
+    /// Per-second samples of every (pool, group) configured within the last hour, including
+    /// removed ones, so canary analysis can still read a group that just went away.
+    samples: HashMap<(String, String), Arc<SampleRing>>,
 }
 
 impl Drop for Inner {
@@ -293,10 +302,10 @@ impl Lb {
                     Arc::new(GroupStats {
                         pool: pool_name.clone(),
                         group: group_name,
-                        in_flight: AtomicU64::new(0),
-                        requests: AtomicU64::new(0),
+                        traffic: OwnLine::default(),
                         idle: Notify::new(),
                         duration,
+                        samples: state.samples.get(&group_key).cloned().unwrap_or_default(),
                     })
                 });
                 let mut members = Vec::with_capacity(group.backends.len());
@@ -351,10 +360,24 @@ impl Lb {
         }
         // Removed groups stay findable by drain() while requests are in flight on them.
         for (key, stats) in state.groups.drain() {
-            if !groups.contains_key(&key) && stats.in_flight.load(Ordering::SeqCst) > 0 {
+            if !groups.contains_key(&key) && stats.traffic.in_flight.load(Ordering::SeqCst) > 0 {
                 groups.insert(key, stats);
             }
         }
+        // Samples of removed groups are kept until their newest second is an hour old.
+        let oldest_kept = samples::unix_second_now().saturating_sub(SAMPLE_SECONDS as u64);
+        let mut kept_samples: HashMap<(String, String), Arc<SampleRing>> = groups
+            .iter()
+            .map(|(key, stats)| (key.clone(), stats.samples.clone()))
+            .collect();
+        for (key, ring) in state.samples.drain() {
+            if !kept_samples.contains_key(&key)
+                && ring.newest_second().is_some_and(|s| s >= oldest_kept)
+            {
+                kept_samples.insert(key, ring);
+            }
+        }
+        state.samples = kept_samples;
         // Removed backends lose their gauge series.
         for (key, old) in &state.backends {
             if !backends.contains_key(key) {
@@ -369,31 +392,46 @@ impl Lb {
         // Listener tables, then the swap.
         let mut listeners = HashMap::with_capacity(config.listeners.len());
         for (listener, plan) in config.listeners.iter().zip(plans) {
-            let mut routes: Vec<(String, Arc<PoolRuntime>)> = listener
+            let listener_name: Arc<str> = Arc::from(listener.name.as_str());
+            // Each pool this listener routes to, with the listener's counters per group.
+            let mut targets: HashMap<&str, Arc<RouteTarget>> = HashMap::new();
+            let mut target = |name: &str| -> Option<Arc<RouteTarget>> {
+                let (name, pool) = pools_by_name.get_key_value(name)?;
+                let made = targets.entry(name).or_insert_with(|| {
+                    let counters = pool
+                        .groups
+                        .iter()
+                        .map(|g| {
+                            shared
+                                .metrics
+                                .request_counters(&listener_name, &pool.name, &g.name)
+                        })
+                        .collect();
+                    Arc::new(RouteTarget {
+                        pool: pool.clone(),
+                        counters,
+                    })
+                });
+                Some(made.clone())
+            };
+            let mut routes: Vec<(String, Arc<RouteTarget>)> = listener
                 .routes
                 .iter()
-                .filter_map(|r| {
-                    Some((
-                        r.path_prefix.clone(),
-                        pools_by_name.get(r.pool.as_str())?.clone(),
-                    ))
-                })
+                .filter_map(|r| Some((r.path_prefix.clone(), target(&r.pool)?)))
                 .collect();
             routes.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+            let default_pool = listener.default_pool.as_deref().and_then(&mut target);
             let table = Arc::new(ListenerTable {
-                name: Arc::from(listener.name.as_str()),
+                name: listener_name.clone(),
                 routes,
-                default_pool: listener
-                    .default_pool
-                    .as_deref()
-                    .and_then(|p| pools_by_name.get(p).cloned()),
+                default_pool,
                 allow: listener.allow.clone(),
                 deny: listener.deny.clone(),
             });
             let handle = match plan {
                 ListenerPlan::Keep(old) | ListenerPlan::Adopt(old) => {
                     state.listeners.remove(&old).inspect(|handle| {
-                        *handle.table.write() = table;
+                        handle.table.replace(table);
                     })
                 }
                 ListenerPlan::Bind(socket) => {
@@ -490,7 +528,7 @@ impl Lb {
             let idle = stats.idle.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
-            let in_flight = stats.in_flight.load(Ordering::SeqCst);
+            let in_flight = stats.traffic.in_flight.load(Ordering::SeqCst);
             if in_flight == 0 {
                 return Ok(());
             }
@@ -499,7 +537,7 @@ impl Lb {
                 // Belt and braces against a missed wake-up.
                 () = tokio::time::sleep(Duration::from_millis(50)) => {}
                 () = tokio::time::sleep_until(deadline) => {
-                    let in_flight = stats.in_flight.load(Ordering::SeqCst);
+                    let in_flight = stats.traffic.in_flight.load(Ordering::SeqCst);
                     if in_flight == 0 {
                         return Ok(());
                     }
@@ -551,8 +589,8 @@ impl Lb {
                         name: group.name.to_string(),
                         weight: group.weight,
                         enabled: group.enabled,
-                        in_flight: group.stats.in_flight.load(Ordering::SeqCst),
-                        requests: group.stats.requests.load(Ordering::Relaxed),
+                        in_flight: group.stats.traffic.in_flight.load(Ordering::SeqCst),
+                        requests: group.stats.traffic.requests.load(Ordering::Relaxed),
                         backends: group
                             .backends
                             .iter()
@@ -560,8 +598,8 @@ impl Lb {
                                 id: b.id.to_string(),
                                 addr: b.addr,
                                 healthy: b.eligible(clock),
-                                in_flight: b.in_flight.load(Ordering::Relaxed),
-                                requests: b.requests.load(Ordering::Relaxed),
+                                in_flight: b.traffic.in_flight.load(Ordering::Relaxed),
+                                requests: b.traffic.requests.load(Ordering::Relaxed),
                                 failures: b.failures.load(Ordering::Relaxed),
                             })
                             .collect(),
@@ -572,11 +610,54 @@ impl Lb {
         LbStatus { listeners, pools }
     }
 
+    /// Per-second traffic of `server_group` (the `group` label of the metrics) for
+    /// `from_second <= second < to_second` (unix seconds): only seconds that had requests, sorted
+    /// by second. The last 3,600 seconds are kept, also for an hour after the group left the
+    /// configuration. A request counts in the second its response ended, with its latency from
+    /// choosing the backend to the end of the response (as `lb_request_duration_seconds`), and
+    /// as an error when its status is 500 or above — including the load balancer's own 502 and
+    /// 504 after a backend of the group was chosen (a 503 for want of a healthy backend chose no
+    /// group and counts nowhere). A group of that name in several pools is summed. A group never
+    /// seen gives an empty list.
+    pub fn samples(
+        &self,
+        server_group: &str,
+        from_second: u64,
+        to_second: u64,
+    ) -> Vec<SampleBucket> {
+        let rings: Vec<Arc<SampleRing>> = self
+            .inner
+            .state
+            .lock()
+            .samples
+            .iter()
+            .filter(|((_, group), _)| group == server_group)
+            .map(|(_, ring)| ring.clone())
+            .collect();
+        let mut merged: Vec<SampleBucket> = Vec::new();
+        for ring in rings {
+            merged.extend(ring.read(from_second, to_second));
+        }
+        merged.sort_unstable_by_key(|b| b.second);
+        merged.dedup_by(|later, first| {
+            if later.second != first.second {
+                return false;
+            }
+            first.requests += later.requests;
+            first.errors += later.errors;
+            first.latency_us_sum += later.latency_us_sum;
+            first.latency_us_max = first.latency_us_max.max(later.latency_us_max);
+            true
+        });
+        merged
+    }
+
     /// Registers the metrics into `registry`: `lb_requests_total{listener,pool,group,code}`,
-    /// the `lb_request_duration_seconds{pool,group}` histogram (from routing to the end of the
-    /// response body; buckets from 250 µs to 10 s) and `lb_backend_healthy{pool,group,backend}`.
-    /// Answers the load balancer makes itself have an empty `group` (503: no healthy backend) and
-    /// also an empty `pool` (404: no route, 403: firewall).
+    /// the `lb_request_duration_seconds{pool,group}` histogram of the backends' answers (from
+    /// choosing the backend to the end of the response body; buckets from 250 µs to 10 s) and
+    /// `lb_backend_healthy{pool,group,backend}`. The load balancer's own 502 and 504 after trying
+    /// a backend count for that backend's group; its other answers have an empty `group` (503: no
+    /// healthy backend) and also an empty `pool` (404: no route, 403: firewall).
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
         self.inner.shared.metrics.register(registry);
     }

@@ -1,22 +1,27 @@
 //! Listening sockets: binding, the accept loop with its connection limit, serving HTTP/1.1 with
 //! keep-alive, and the graceful close of a removed listener.
 
+use std::future::poll_fn;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use http::HeaderValue;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use parking_lot::RwLock;
+use parking_lot::Mutex;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{Semaphore, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
+use tokio::time::{Instant, Sleep};
 
 use crate::config::LbSettings;
-use crate::pool::ListenerTable;
-use crate::proxy::{ConnContext, Shared};
+use crate::pool::{ListenerTable, TableSlot};
+use crate::proxy::{ConnContext, Shared, later};
 use crate::workers::{WorkerSet, Workers};
 
 /// Binds `addr` with `SO_REUSEADDR` (so a restarted Ferry can rebind while old connections sit
@@ -38,8 +43,8 @@ pub(crate) struct ListenerHandle {
     pub bind: SocketAddr,
     /// The address actually bound.
     pub local: SocketAddr,
-    /// The routing table; replaced (under the write lock) by every apply.
-    pub table: Arc<RwLock<Arc<ListenerTable>>>,
+    /// The routing table; replaced by every apply.
+    pub table: Arc<TableSlot>,
     /// Free connection slots; `max - available` connections are open.
     pub slots: Arc<Semaphore>,
     pub max_connections: usize,
@@ -60,14 +65,17 @@ impl ListenerHandle {
         workers: &Workers,
     ) -> std::io::Result<Self> {
         let local = socket.local_addr()?;
-        let table = Arc::new(RwLock::new(table));
+        let table = Arc::new(TableSlot::new(table));
         let max_connections = settings.max_connections_per_listener.max(1);
         let slots = Arc::new(Semaphore::new(max_connections));
         let (stop, stop_rx) = watch::channel(false);
         let mut http = hyper::server::conn::http1::Builder::new();
+        // One `send` of a flattened buffer per response instead of `writev`: on Linux the vectored
+        // path goes through the VFS layer and costs more per call. The header read timeout is
+        // the connection task's (see `HeadTimeout`), not hyper's.
         http.keep_alive(true)
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
+            .writev(false)
+            .header_read_timeout(None)
             .max_header_size(settings.max_header_bytes.max(1024))
             .max_buf_size(settings.max_header_bytes.max(8192).saturating_add(8192));
         let accept = AcceptLoop {
@@ -77,6 +85,7 @@ impl ListenerHandle {
             stop: stop_rx,
             http,
             drain_timeout: settings.listener_drain_timeout,
+            header_read_timeout: settings.header_read_timeout,
             workers: workers.set(),
         };
         let task = workers.spawn_one(async move {
@@ -112,13 +121,72 @@ impl ListenerHandle {
 }
 
 struct AcceptLoop {
-    table: Arc<RwLock<Arc<ListenerTable>>>,
+    table: Arc<TableSlot>,
     shared: Arc<Shared>,
     slots: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
     http: hyper::server::conn::http1::Builder,
     drain_timeout: Duration,
+    header_read_timeout: Duration,
     workers: Arc<WorkerSet>,
+}
+
+/// The header read timeout of one client connection: how long it may wait for a complete
+/// request head, counted from its start or from the end of its last response (which also closes
+/// idle keep-alive connections). hyper's own makes a new timer per request (a timer-wheel
+/// insertion and removal, and often a wake-up of the worker); this one timer per connection is
+/// only ever moved later, which is an atomic store.
+struct HeadTimeout {
+    ctx: Arc<ConnContext>,
+    timeout: Duration,
+    timer: Pin<Box<Sleep>>,
+    /// The `idle_since_ms` the timer is set for.
+    armed_for: u64,
+}
+
+impl HeadTimeout {
+    fn new(ctx: Arc<ConnContext>, timeout: Duration) -> Self {
+        let armed_for = ctx.idle_since_ms.load(Ordering::Relaxed);
+        let timer = Box::pin(tokio::time::sleep_until(Self::deadline(
+            &ctx, timeout, armed_for,
+        )));
+        HeadTimeout {
+            ctx,
+            timeout,
+            timer,
+            armed_for,
+        }
+    }
+
+    /// When a wait for a request head that began at `idle_since` (a
+    /// [`crate::pool::Clock::now_ms`] reading) times out.
+    fn deadline(ctx: &ConnContext, timeout: Duration, idle_since: u64) -> Instant {
+        later(
+            Instant::from_std(ctx.shared.clock.instant_at(idle_since)),
+            timeout,
+        )
+    }
+
+    /// Ready once the connection has waited longer than the timeout for a request head.
+    fn poll_expired(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let idle_since = self.ctx.idle_since_ms.load(Ordering::Relaxed);
+            if idle_since != self.armed_for {
+                // A response ended: the wait starts again.
+                self.armed_for = idle_since;
+                let deadline = Self::deadline(&self.ctx, self.timeout, idle_since);
+                self.timer.as_mut().reset(deadline);
+            }
+            ready!(self.timer.as_mut().poll(cx));
+            if self.ctx.open_requests.load(Ordering::Relaxed) == 0 {
+                return Poll::Ready(());
+            }
+            // A request is being served, which the timeout does not limit; its end moves the
+            // deadline again.
+            let deadline = later(Instant::now(), self.timeout);
+            self.timer.as_mut().reset(deadline);
+        }
+    }
 }
 
 /// `changed()` errs when the sender is gone: that also means stop.
@@ -132,8 +200,10 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 async fn accept_loop(socket: TcpListener, mut l: AcceptLoop) {
     let graceful = GracefulShutdown::new();
-    // Connections still open after the drain timeout are closed by this signal.
-    let (force, force_rx) = watch::channel(false);
+    // Connections still open after the drain timeout are aborted (which closes them). Finished
+    // ones are pruned whenever the list has doubled.
+    let mut connections: Vec<AbortHandle> = Vec::new();
+    let mut prune_at = 64;
     loop {
         let permit = tokio::select! {
             permit = l.slots.clone().acquire_owned() => match permit {
@@ -160,9 +230,13 @@ async fn accept_loop(socket: TcpListener, mut l: AcceptLoop) {
             .unwrap_or(HeaderValue::from_static("unknown"));
         let ctx = Arc::new(ConnContext {
             shared: l.shared.clone(),
-            table: l.table.clone(),
+            table: Mutex::new(l.table.current()),
+            slot: l.table.clone(),
             peer: peer_ip,
             peer_header,
+            response_timer: Mutex::new(None),
+            open_requests: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(l.shared.clock.now_ms()),
         });
         // The connection moves to the least busy worker's runtime and stays there.
         let stream = match stream.into_std() {
@@ -174,8 +248,8 @@ async fn accept_loop(socket: TcpListener, mut l: AcceptLoop) {
         };
         let watcher = graceful.watcher();
         let http = l.http.clone();
-        let mut force_rx = force_rx.clone();
-        l.workers.spawn_connection(move |load| async move {
+        let header_read_timeout = l.header_read_timeout;
+        let connection = l.workers.spawn_connection(move |load| async move {
             let _load = load;
             let _permit = permit;
             let stream = match TcpStream::from_std(stream) {
@@ -185,17 +259,30 @@ async fn accept_loop(socket: TcpListener, mut l: AcceptLoop) {
                     return;
                 }
             };
+            let mut head_timeout = HeadTimeout::new(ctx.clone(), header_read_timeout);
             let service = service_fn(move |request| ctx.clone().handle(request));
             let connection = watcher.watch(http.serve_connection(TokioIo::new(stream), service));
-            tokio::select! {
-                result = connection => {
-                    if let Err(error) = result {
-                        tracing::debug!(%error, "client connection ended with an error");
-                    }
+            let mut connection = std::pin::pin!(connection);
+            let ended = poll_fn(|cx| {
+                if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                    return Poll::Ready(Some(result));
                 }
-                () = stopped(&mut force_rx) => {}
+                head_timeout.poll_expired(cx).map(|()| None)
+            });
+            match ended.await {
+                Some(Ok(())) => {}
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "client connection ended with an error")
+                }
+                // Dropping the connection closes it, as hyper does on its header timeout.
+                None => tracing::debug!("no complete request head within the header read timeout"),
             }
         });
+        connections.push(connection);
+        if connections.len() >= prune_at {
+            connections.retain(|c| !c.is_finished());
+            prune_at = (connections.len() * 2).max(64);
+        }
     }
     // Release the port now; then let open connections finish.
     drop(socket);
@@ -205,5 +292,7 @@ async fn accept_loop(socket: TcpListener, mut l: AcceptLoop) {
     {
         tracing::warn!("listener drain timed out; closing remaining connections");
     }
-    let _ = force.send(true);
+    for connection in connections {
+        connection.abort();
+    }
 }

@@ -1,7 +1,11 @@
 //! Prometheus metrics per server group: request counts by status code, a latency histogram, and
 //! backend health gauges.
+//!
+//! The request path never looks a series up by its labels: each routing table resolves a
+//! [`RequestCounters`] per (listener, pool, group) when it is built, and each group keeps its
+//! histogram series, so counting an answer is an atomic add.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -41,6 +45,56 @@ pub(crate) struct BackendLabels {
     pub backend: Arc<str>,
 }
 
+/// Status codes whose `lb_requests_total` series a [`RequestCounters`] keeps at hand.
+const COMMON_CODES: [u16; 20] = [
+    200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 409, 429, 500, 502, 503,
+    504,
+];
+
+/// The `lb_requests_total` series of one listener, pool and group. The series of common status
+/// codes are resolved on first use and then kept (an atomic load to find them); other codes go
+/// through the family.
+///
+/// Aligned to its own cache lines: every request clones and drops its `Arc` (writing the
+/// reference count) and reads `common`, from both worker threads.
+#[derive(Debug)]
+#[repr(align(128))]
+pub(crate) struct RequestCounters {
+    family: Family<RequestLabels, Counter>,
+    /// The labels, with `code` set per request.
+    labels: RequestLabels,
+    common: [OnceLock<Counter>; COMMON_CODES.len()],
+}
+
+impl RequestCounters {
+    pub fn new(family: &Family<RequestLabels, Counter>, labels: RequestLabels) -> Self {
+        RequestCounters {
+            family: family.clone(),
+            labels,
+            common: Default::default(),
+        }
+    }
+
+    /// Counts one answer with status `code`.
+    pub fn inc(&self, code: u16) {
+        let labels = || RequestLabels {
+            code,
+            ..self.labels.clone()
+        };
+        match COMMON_CODES.iter().position(|c| *c == code) {
+            Some(i) => {
+                if let Some(slot) = self.common.get(i) {
+                    slot.get_or_init(|| self.family.get_or_create_owned(&labels()))
+                        .inc();
+                }
+            }
+            None => {
+                self.family.get_or_create(&labels()).inc();
+            }
+        }
+    }
+}
+
 fn new_latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -62,18 +116,34 @@ impl Metrics {
         }
     }
 
+    /// Counts an answer through the family; the request path uses [`RequestCounters`] instead.
     pub fn count(&self, listener: &Arc<str>, pool: &Arc<str>, group: &Arc<str>, code: u16) {
-        let labels = RequestLabels {
-            listener: listener.clone(),
-            pool: pool.clone(),
-            group: group.clone(),
-            code,
-        };
-        if let Some(counter) = self.requests.get(&labels) {
-            counter.inc();
-            return;
-        }
-        self.requests.get_or_create(&labels).inc();
+        self.requests
+            .get_or_create(&RequestLabels {
+                listener: listener.clone(),
+                pool: pool.clone(),
+                group: group.clone(),
+                code,
+            })
+            .inc();
+    }
+
+    /// The `lb_requests_total` series of `listener`, `pool` and `group`, for a routing table.
+    pub fn request_counters(
+        &self,
+        listener: &Arc<str>,
+        pool: &Arc<str>,
+        group: &Arc<str>,
+    ) -> Arc<RequestCounters> {
+        Arc::new(RequestCounters::new(
+            &self.requests,
+            RequestLabels {
+                listener: listener.clone(),
+                pool: pool.clone(),
+                group: group.clone(),
+                code: 0,
+            },
+        ))
     }
 
     pub fn register(&self, registry: &mut Registry) {
@@ -107,7 +177,10 @@ mod tests {
         let (l, p, g): (Arc<str>, Arc<str>, Arc<str>) =
             ("web".into(), "kids".into(), "kids-v001".into());
         metrics.count(&l, &p, &g, 200);
-        metrics.count(&l, &p, &g, 200);
+        let counters = metrics.request_counters(&l, &p, &g);
+        counters.inc(200); // a common code: the same series as through the family
+        counters.inc(599); // an uncommon one
+        metrics.request_counters(&l, &p, &g).inc(599);
         metrics
             .duration
             .get_or_create(&GroupLabels {
@@ -119,12 +192,14 @@ mod tests {
         metrics.register(&mut registry);
         let mut text = String::new();
         encode(&mut text, &registry).unwrap();
-        assert!(
-            text.contains(
-                r#"lb_requests_total{listener="web",pool="kids",group="kids-v001",code="200"} 2"#
-            ),
-            "{text}"
-        );
+        for line in [
+            r#"lb_requests_total{listener="web",pool="kids",group="kids-v001",code="200"} 2"#,
+            r#"lb_requests_total{listener="web",pool="kids",group="kids-v001",code="599"} 2"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in {text}");
+        }
+        // Common codes never seen have no series.
+        assert!(!text.contains(r#"code="404""#), "{text}");
         assert!(
             text.contains(
                 r#"lb_request_duration_seconds_bucket{le="0.004",pool="kids",group="kids-v001"} 1"#

@@ -8,15 +8,18 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use http::StatusCode;
 use http::uri::Authority;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Notify;
 
 use crate::config::prefix_matches;
+use crate::metrics::RequestCounters;
+use crate::samples::{SampleRing, micros, unix_second_now};
 
 /// Monotonic milliseconds since the load balancer started (0 is never a deadline).
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +38,35 @@ impl Clock {
             .unwrap_or(u64::MAX)
             .saturating_add(1)
     }
+
+    /// The instant a [`Clock::now_ms`] reading stands for (to the millisecond).
+    pub fn instant_at(&self, ms: u64) -> Instant {
+        let since = Duration::from_millis(ms.saturating_sub(1));
+        self.epoch.checked_add(since).unwrap_or(self.epoch)
+    }
+}
+
+/// A value on cache lines of its own. Both worker threads write the per-request counters; kept
+/// apart from the fields they only read (names, health, the histogram handle), those reads stay
+/// cache hits instead of misses (false sharing).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct OwnLine<T>(pub T);
+
+impl<T> std::ops::Deref for OwnLine<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The counters every request to a backend or group updates.
+#[derive(Debug, Default)]
+pub(crate) struct Traffic {
+    /// Requests chosen for it whose response has not finished.
+    pub in_flight: AtomicU64,
+    /// Requests sent to it (each attempt counts).
+    pub requests: AtomicU64,
 }
 
 /// Counters of one server group, shared by every configuration that contains it.
@@ -42,14 +74,15 @@ impl Clock {
 pub(crate) struct GroupStats {
     pub pool: Arc<str>,
     pub group: Arc<str>,
-    /// Requests chosen for a backend of this group whose response has not finished.
-    pub in_flight: AtomicU64,
-    /// Requests sent to the group's backends (each attempt counts).
-    pub requests: AtomicU64,
+    /// Requests to the group's backends; `in_flight` is what [`crate::Lb::drain`] waits on.
+    pub traffic: OwnLine<Traffic>,
     /// Woken whenever `in_flight` drops to zero; [`crate::Lb::drain`] waits on it.
     pub idle: Notify,
     /// This group's series of `lb_request_duration_seconds`.
     pub duration: Histogram,
+    /// Requests, errors and latency per second, for [`crate::Lb::samples`]; kept by the
+    /// load balancer for a while after the group is removed.
+    pub samples: Arc<SampleRing>,
 }
 
 /// One backend instance's state.
@@ -70,8 +103,7 @@ pub(crate) struct BackendState {
     pub checked: AtomicBool,
     /// For pools without health check: out until this [`Clock::now_ms`] (0 = not ejected).
     pub ejected_until: AtomicU64,
-    pub in_flight: AtomicU64,
-    pub requests: AtomicU64,
+    pub traffic: OwnLine<Traffic>,
     /// Connect and transport failures.
     pub failures: AtomicU64,
     /// This backend's series of `lb_backend_healthy`.
@@ -97,8 +129,7 @@ impl BackendState {
             passive_down: AtomicBool::new(false),
             checked: AtomicBool::new(false),
             ejected_until: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            traffic: OwnLine::default(),
             failures: AtomicU64::new(0),
             healthy_gauge: gauge,
         })
@@ -132,47 +163,89 @@ impl BackendState {
         }
     }
 
-    /// Counts a request as in flight on this backend until the guard is dropped.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.group.requests.fetch_add(1, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.group.in_flight.fetch_add(1, Ordering::SeqCst);
+    /// Counts a request as in flight on this backend until the guard is dropped; its answer will
+    /// be counted in `counters`.
+    pub fn begin(self: &Arc<Self>, counters: Arc<RequestCounters>) -> InFlight {
+        self.traffic.requests.fetch_add(1, Ordering::Relaxed);
+        self.traffic.in_flight.fetch_add(1, Ordering::Relaxed);
+        let group = &self.group.traffic;
+        group.requests.fetch_add(1, Ordering::Relaxed);
+        // SeqCst: see `TableSlot` for why drain() cannot miss this request.
+        group.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight {
             backend: self.clone(),
+            counters,
             started: Instant::now(),
-            observe: false,
+            answer: None,
         }
     }
 }
 
-/// A request in flight on a backend; dropping it (when the response body is finished or
-/// abandoned) ends it, and records its latency if the backend answered.
+/// Who answered a request sent to a backend, and with which status.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// The backend's response.
+    Backend(u16),
+    /// The load balancer's own 502 or 504 after trying the backend.
+    Local(u16),
+}
+
+/// A request in flight on a backend, from choosing it to the end of the response. Dropping it
+/// (when the response body is finished or abandoned) ends it; if there was an answer it records
+/// the latency: in the group's histogram for a backend's answer, and in the group's samples for
+/// every answer. An attempt that is retried elsewhere records nothing.
 #[derive(Debug)]
 pub(crate) struct InFlight {
     pub backend: Arc<BackendState>,
+    /// The `lb_requests_total` series of the listener, pool and group.
+    pub counters: Arc<RequestCounters>,
     started: Instant,
-    observe: bool,
+    answer: Option<Answer>,
 }
 
 impl InFlight {
-    /// The backend answered: record the latency when the response ends.
-    pub fn answered(&mut self) {
-        self.observe = true;
+    /// The backend answered with `status` (its response head arrived): counts it now, records
+    /// the latency when the response ends.
+    pub fn answered(&mut self, status: StatusCode) {
+        let code = status.as_u16();
+        self.counters.inc(code);
+        self.answer = Some(Answer::Backend(code));
+    }
+
+    /// The load balancer answers `status` itself (502, 504) after trying this backend; the
+    /// answer counts for the backend's group.
+    pub fn answered_locally(&mut self, status: StatusCode) {
+        let code = status.as_u16();
+        self.counters.inc(code);
+        self.answer = Some(Answer::Local(code));
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let backend = &self.backend;
-        if self.observe {
+        if let Some(answer) = self.answer {
+            let latency = self.started.elapsed();
+            let code = match answer {
+                Answer::Backend(code) => {
+                    backend.group.duration.observe(latency.as_secs_f64());
+                    code
+                }
+                Answer::Local(code) => code,
+            };
             backend
                 .group
-                .duration
-                .observe(self.started.elapsed().as_secs_f64());
+                .samples
+                .record(unix_second_now(), code >= 500, micros(latency));
         }
-        backend.in_flight.fetch_sub(1, Ordering::Relaxed);
-        if backend.group.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+        backend.traffic.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if backend
+            .group
+            .traffic
+            .in_flight
+            .fetch_sub(1, Ordering::SeqCst)
+            == 1
+        {
             backend.group.idle.notify_waiters();
         }
     }
@@ -186,7 +259,8 @@ pub(crate) struct GroupRuntime {
     pub enabled: bool,
     pub backends: Vec<Arc<BackendState>>,
     pub stats: Arc<GroupStats>,
-    next: AtomicUsize,
+    /// Round-robin position; written by every pick, so on lines of its own.
+    next: OwnLine<AtomicUsize>,
 }
 
 impl GroupRuntime {
@@ -203,7 +277,7 @@ impl GroupRuntime {
             enabled,
             backends,
             stats,
-            next: AtomicUsize::new(0),
+            next: OwnLine::default(),
         }
     }
 
@@ -256,17 +330,17 @@ impl PoolRuntime {
     }
 
     /// Chooses a group by smooth weighted round-robin among the enabled groups with weight and at
-    /// least one eligible backend (other than `exclude`), then a backend within it.
+    /// least one eligible backend (other than `exclude`), then a backend within it. Returns the
+    /// group's index in [`PoolRuntime::groups`] with the backend.
     pub fn select(
         &self,
         clock: &Clock,
         exclude: Option<&BackendState>,
-    ) -> Option<Arc<BackendState>> {
+    ) -> Option<(usize, &Arc<BackendState>)> {
         // Fast path: a single group needs no weighting.
-        if self.groups.len() == 1 {
-            let group = &self.groups[0];
+        if let [group] = self.groups.as_slice() {
             return if group.takes_traffic() {
-                group.pick(clock, exclude).cloned()
+                Some((0, group.pick(clock, exclude)?))
             } else {
                 None
             };
@@ -290,29 +364,78 @@ impl PoolRuntime {
             current[best] -= total;
             best
         };
-        self.groups[chosen].pick(clock, exclude).cloned()
+        Some((chosen, self.groups.get(chosen)?.pick(clock, exclude)?))
     }
 }
 
-/// Where a request goes, decided under the listener's table lock.
-pub(crate) enum Routed {
+/// Why a request found no backend, with the labels to count the load balancer's answer with.
+#[derive(Debug)]
+pub(crate) enum Unrouted {
     /// The firewall refused the source address.
-    Forbidden,
+    Forbidden { listener: Arc<str> },
     /// No route and no default pool.
-    NoRoute,
+    NoRoute { listener: Arc<str> },
     /// The pool has no enabled group with an eligible backend.
-    NoBackend(Arc<str>),
-    /// A backend was chosen and the request is counted in flight on it.
-    Backend(InFlight),
+    NoBackend { listener: Arc<str>, pool: Arc<str> },
+}
+
+/// A pool as one listener routes to it: the pool and, per group (in [`PoolRuntime::groups`]
+/// order), that listener's `lb_requests_total` series.
+#[derive(Debug)]
+pub(crate) struct RouteTarget {
+    pub pool: Arc<PoolRuntime>,
+    pub counters: Vec<Arc<RequestCounters>>,
+}
+
+/// A listener's current routing table, replaced by every apply. Each connection keeps the table
+/// it last routed with and compares `version` (a read of a cache line that rarely changes)
+/// instead of taking a lock shared by every connection for each request.
+///
+/// [`crate::Lb::drain`] still cannot miss a request routed on a replaced table: the request
+/// counts itself in flight on its group (a SeqCst increment, in [`BackendState::begin`]) and
+/// then reads the version again (SeqCst); [`TableSlot::replace`] bumps the version (SeqCst)
+/// before the apply returns, and drain reads the count (SeqCst). Either the request sees the new
+/// version and routes again on the new table, or its increment precedes the bump in the single
+/// order of SeqCst operations, and so precedes drain's read.
+#[derive(Debug)]
+pub(crate) struct TableSlot {
+    table: RwLock<Arc<ListenerTable>>,
+    version: AtomicU64,
+}
+
+impl TableSlot {
+    pub fn new(table: Arc<ListenerTable>) -> Self {
+        TableSlot {
+            table: RwLock::new(table),
+            version: AtomicU64::new(0),
+        }
+    }
+
+    /// Makes `table` the one new requests route with.
+    pub fn replace(&self, table: Arc<ListenerTable>) {
+        *self.table.write() = table;
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
+    }
+
+    /// The current table with its version (read first: a table newer than its version only
+    /// makes the next check refresh it once more).
+    pub fn current(&self) -> (u64, Arc<ListenerTable>) {
+        let version = self.version();
+        (version, self.table.read().clone())
+    }
 }
 
 /// A listener's routing table for one configuration.
 #[derive(Debug)]
 pub(crate) struct ListenerTable {
     pub name: Arc<str>,
-    /// Sorted by prefix length, longest first.
-    pub routes: Vec<(String, Arc<PoolRuntime>)>,
-    pub default_pool: Option<Arc<PoolRuntime>>,
+    /// Path prefixes and their pools, sorted by prefix length, longest first.
+    pub routes: Vec<(String, Arc<RouteTarget>)>,
+    pub default_pool: Option<Arc<RouteTarget>>,
     pub allow: Vec<ipnet::IpNet>,
     pub deny: Vec<ipnet::IpNet>,
 }
@@ -326,33 +449,44 @@ impl ListenerTable {
         self.allow.is_empty() || self.allow.iter().any(|net| net.contains(&ip))
     }
 
-    pub fn pool_for(&self, path: &str) -> Option<&Arc<PoolRuntime>> {
+    pub fn target_for(&self, path: &str) -> Option<&RouteTarget> {
         self.routes
             .iter()
             .find(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|(_, pool)| pool)
+            .map(|(_, target)| target)
             .or(self.default_pool.as_ref())
+            .map(|target| &**target)
     }
 
-    /// Firewall, route and backend choice in one step. The caller holds the table's read lock,
-    /// so a configuration swap (write lock) waits until this request is counted in flight.
+    /// Firewall, route and backend choice in one step: the request, counted in flight on the
+    /// chosen backend. The caller then checks that the table is still current (see
+    /// [`TableSlot`]).
     pub fn route(
         &self,
         clock: &Clock,
         peer: IpAddr,
         path: &str,
         exclude: Option<&BackendState>,
-    ) -> Routed {
+    ) -> Result<InFlight, Unrouted> {
+        let listener = || self.name.clone();
         if !self.permits(peer) {
-            return Routed::Forbidden;
+            return Err(Unrouted::Forbidden {
+                listener: listener(),
+            });
         }
-        let Some(pool) = self.pool_for(path) else {
-            return Routed::NoRoute;
+        let Some(target) = self.target_for(path) else {
+            return Err(Unrouted::NoRoute {
+                listener: listener(),
+            });
         };
-        match pool.select(clock, exclude) {
-            Some(backend) => Routed::Backend(backend.begin()),
-            None => Routed::NoBackend(pool.name.clone()),
-        }
+        target
+            .pool
+            .select(clock, exclude)
+            .and_then(|(group, backend)| Some(backend.begin(target.counters.get(group)?.clone())))
+            .ok_or_else(|| Unrouted::NoBackend {
+                listener: listener(),
+                pool: target.pool.name.clone(),
+            })
     }
 }
 
@@ -365,10 +499,10 @@ pub(crate) mod tests {
         Arc::new(GroupStats {
             pool: pool.into(),
             group: group.into(),
-            in_flight: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
+            traffic: OwnLine::default(),
             idle: Notify::new(),
             duration: Histogram::new(crate::metrics::LATENCY_BUCKETS),
+            samples: Arc::default(),
         })
     }
 
@@ -395,7 +529,7 @@ pub(crate) mod tests {
         let clock = Clock::new();
         let mut seen = HashMap::new();
         for _ in 0..n {
-            let Some(b) = pool.select(&clock, None) else {
+            let Some((_, b)) = pool.select(&clock, None) else {
                 *seen.entry("none".to_string()).or_default() += 1;
                 continue;
             };
@@ -413,7 +547,7 @@ pub(crate) mod tests {
         );
         let clock = Clock::new();
         let first: Vec<String> = (0..10)
-            .map(|_| pool.select(&clock, None).unwrap().id.to_string())
+            .map(|_| pool.select(&clock, None).unwrap().1.id.to_string())
             .collect();
         assert_eq!(
             first.iter().filter(|id| *id == "b-2").count(),
@@ -451,8 +585,8 @@ pub(crate) mod tests {
         let clock = Clock::new();
         let first = pool.groups[0].backends[0].clone();
         for _ in 0..4 {
-            let b = pool.select(&clock, Some(&first)).unwrap();
-            assert_eq!(&*b.id, "a-2");
+            let (group, b) = pool.select(&clock, Some(&first)).unwrap();
+            assert_eq!((group, &*b.id), (0, "a-2"));
         }
         first.mark_connect_failure(&clock, 60_000);
         assert!(!first.eligible(&clock));
@@ -465,14 +599,104 @@ pub(crate) mod tests {
     fn in_flight_guards_count_and_notify() {
         let pool = PoolRuntime::new("p".into(), false, vec![group("a", 1, true, &[1])]);
         let clock = Clock::new();
-        let b = pool.select(&clock, None).unwrap();
-        let g1 = b.begin();
-        let g2 = b.begin();
-        assert_eq!(b.group.in_flight.load(Ordering::SeqCst), 2);
-        drop(g1);
+        let (_, b) = pool.select(&clock, None).unwrap();
+        let metrics = crate::metrics::Metrics::new();
+        let counters = metrics.request_counters(&"l".into(), &"p".into(), &"a".into());
+        let g1 = b.begin(counters.clone());
+        let mut g2 = b.begin(counters);
+        assert_eq!(b.group.traffic.in_flight.load(Ordering::SeqCst), 2);
+        drop(g1); // no answer: records nothing
+        g2.answered(StatusCode::OK);
         drop(g2);
-        assert_eq!(b.group.in_flight.load(Ordering::SeqCst), 0);
-        assert_eq!(b.requests.load(Ordering::SeqCst), 2);
+        assert_eq!(b.group.traffic.in_flight.load(Ordering::SeqCst), 0);
+        assert_eq!(b.traffic.requests.load(Ordering::SeqCst), 2);
+        let samples = b.group.samples.read(0, u64::MAX);
+        assert_eq!(samples.len(), 1);
+        assert_eq!((samples[0].requests, samples[0].errors), (1, 0));
+    }
+
+    #[test]
+    fn the_chosen_groups_counters_and_samples_get_the_answer() {
+        let pool = Arc::new(PoolRuntime::new(
+            "p".into(),
+            false,
+            vec![group("a", 1, true, &[1]), group("b", 1, true, &[2])],
+        ));
+        let metrics = crate::metrics::Metrics::new();
+        let listener: Arc<str> = "l".into();
+        let target = Arc::new(RouteTarget {
+            counters: pool
+                .groups
+                .iter()
+                .map(|g| metrics.request_counters(&listener, &pool.name, &g.name))
+                .collect(),
+            pool: pool.clone(),
+        });
+        let table = ListenerTable {
+            name: listener,
+            routes: vec![("/x".into(), target)],
+            default_pool: None,
+            allow: vec![],
+            deny: vec![],
+        };
+        let clock = Clock::new();
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(matches!(
+            table.route(&clock, peer, "/y", None),
+            Err(Unrouted::NoRoute { .. })
+        ));
+        for _ in 0..4 {
+            let mut flight = table.route(&clock, peer, "/x/1", None).unwrap();
+            let status = if &*flight.backend.group.group == "b" {
+                StatusCode::BAD_GATEWAY
+            } else {
+                StatusCode::OK
+            };
+            flight.answered_locally(status);
+        }
+        let count = |group: &str, code: u16| {
+            metrics
+                .requests
+                .get(&crate::metrics::RequestLabels {
+                    listener: "l".into(),
+                    pool: "p".into(),
+                    group: group.into(),
+                    code,
+                })
+                .map(|c| c.get())
+        };
+        assert_eq!(count("a", 200), Some(2));
+        assert_eq!(count("b", 502), Some(2));
+        assert_eq!(count("b", 200), None);
+        let (a, b) = (&pool.groups[0].stats, &pool.groups[1].stats);
+        let errors = |g: &GroupStats| -> (u64, u64) {
+            g.samples
+                .read(0, u64::MAX)
+                .iter()
+                .fold((0, 0), |(r, e), s| (r + s.requests, e + s.errors))
+        };
+        assert_eq!(errors(a), (2, 0));
+        assert_eq!(errors(b), (2, 2));
+    }
+
+    #[test]
+    fn a_replaced_table_is_seen_through_the_slots_version() {
+        let table = |name: &str| {
+            Arc::new(ListenerTable {
+                name: name.into(),
+                routes: vec![],
+                default_pool: None,
+                allow: vec![],
+                deny: vec![],
+            })
+        };
+        let slot = TableSlot::new(table("a"));
+        let (before, current) = slot.current();
+        assert_eq!(&*current.name, "a");
+        slot.replace(table("b"));
+        assert_ne!(slot.version(), before);
+        let (after, current) = slot.current();
+        assert_eq!((after, &*current.name), (slot.version(), "b"));
     }
 
     #[test]

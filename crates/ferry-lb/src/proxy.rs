@@ -2,10 +2,11 @@
 //! headers, retry what is safe to retry, and count the answer.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,11 +14,12 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use parking_lot::RwLock;
+use parking_lot::Mutex;
+use tokio::time::{Instant, Sleep};
 
 use crate::client::{Conn, Connector};
 use crate::metrics::Metrics;
-use crate::pool::{BackendState, Clock, InFlight, ListenerTable, Routed};
+use crate::pool::{BackendState, Clock, InFlight, ListenerTable, TableSlot, Unrouted};
 
 /// What every request handler needs, shared by all listeners.
 pub(crate) struct Shared {
@@ -30,13 +32,52 @@ pub(crate) struct Shared {
     pub none: Arc<str>,
 }
 
+/// `now + by`, or about 30 years on when that overflows (a timeout meant as "never").
+pub(crate) fn later(now: Instant, by: Duration) -> Instant {
+    now.checked_add(by)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
+}
+
 /// Per client connection: the listener's table slot and the peer.
 pub(crate) struct ConnContext {
     pub shared: Arc<Shared>,
-    pub table: Arc<RwLock<Arc<ListenerTable>>>,
+    /// The listener's current table.
+    pub slot: Arc<TableSlot>,
+    /// The table (and its version) this connection last routed with; it may keep a replaced
+    /// table alive until the connection's next request.
+    pub table: Mutex<(u64, Arc<ListenerTable>)>,
     pub peer: IpAddr,
     /// The peer's address as an `X-Forwarded-For` value, built once per connection.
     pub peer_header: HeaderValue,
+    /// The response-timeout timer, reused by the connection's requests (they come one at a
+    /// time): moving a registered timer's deadline later is an atomic store, where a new timer
+    /// per request costs an insertion into and a removal from the timer wheel.
+    pub response_timer: Mutex<Option<Pin<Box<Sleep>>>>,
+    /// Requests whose head has arrived and whose response has not ended (see [`OpenRequest`]).
+    pub open_requests: AtomicU64,
+    /// When the connection last began waiting for a request head, in [`Clock::now_ms`]: its
+    /// start, or the end of its last response. The listener's header read timeout counts from it.
+    pub idle_since_ms: AtomicU64,
+}
+
+/// One request of a client connection, from its head to the end of its response (or until
+/// hyper drops it): the connection is not waiting for a request head meanwhile.
+pub(crate) struct OpenRequest(Arc<ConnContext>);
+
+impl OpenRequest {
+    fn begin(ctx: Arc<ConnContext>) -> Self {
+        ctx.open_requests.fetch_add(1, Ordering::Relaxed);
+        OpenRequest(ctx)
+    }
+}
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        let ctx = &self.0;
+        ctx.idle_since_ms
+            .store(ctx.shared.clock.now_ms(), Ordering::Relaxed);
+        ctx.open_requests.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -60,9 +101,13 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1, including those named by `Connection`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the (few) names present instead of a lookup per hop-by-hop name.
-    if !headers.keys().any(is_hop_by_hop) {
-        return;
+    if headers.keys().any(is_hop_by_hop) {
+        remove_hop_by_hop(headers);
     }
+}
+
+/// [`strip_hop_by_hop`] once some hop-by-hop header is known to be present.
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -130,7 +175,11 @@ impl Body for UpBody {
 }
 
 /// Response body sent to the client.
-pub(crate) struct LbBody(BodyKind);
+pub(crate) struct LbBody {
+    kind: BodyKind,
+    /// Ends the request for the connection's header read timeout once the body is done.
+    _request: Option<OpenRequest>,
+}
 
 enum BodyKind {
     /// A short answer made by the load balancer itself.
@@ -145,8 +194,15 @@ enum BodyKind {
 }
 
 impl LbBody {
+    fn new(kind: BodyKind) -> Self {
+        LbBody {
+            kind,
+            _request: None,
+        }
+    }
+
     fn local(text: &'static str) -> Self {
-        LbBody(BodyKind::Local(Some(Bytes::from_static(text.as_bytes()))))
+        LbBody::new(BodyKind::Local(Some(Bytes::from_static(text.as_bytes()))))
     }
 }
 
@@ -158,7 +214,7 @@ impl Body for LbBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.0 {
+        match &mut self.kind {
             BodyKind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             BodyKind::Proxied { inner, conn, .. } => {
                 let polled = Pin::new(inner).poll_frame(cx);
@@ -173,14 +229,14 @@ impl Body for LbBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.0 {
+        match &self.kind {
             BodyKind::Local(data) => data.is_none(),
             BodyKind::Proxied { inner, .. } => inner.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.0 {
+        match &self.kind {
             BodyKind::Local(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
@@ -192,7 +248,7 @@ impl Body for LbBody {
 impl Drop for LbBody {
     fn drop(&mut self) {
         // A body known to be empty (or fully read) is never polled to its end by the server.
-        if let BodyKind::Proxied { inner, conn, .. } = &mut self.0
+        if let BodyKind::Proxied { inner, conn, .. } = &mut self.kind
             && inner.is_end_stream()
             && let Some(conn) = conn.take()
         {
@@ -226,24 +282,67 @@ enum Failure {
 }
 
 impl ConnContext {
-    fn route(&self, path: &str, exclude: Option<&BackendState>) -> (Arc<str>, Routed) {
-        let table = self.table.read();
-        (
-            table.name.clone(),
-            table.route(&self.shared.clock, self.peer, path, exclude),
-        )
+    /// Awaits `future`, or gives up with `None` once the response timeout has passed.
+    async fn within_response_timeout<F: Future>(&self, future: F) -> Option<F::Output> {
+        let deadline = later(Instant::now(), self.shared.response_timeout);
+        let mut timer = match self.response_timer.lock().take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let output = tokio::select! {
+            biased;
+            output = future => Some(output),
+            () = timer.as_mut() => None,
+        };
+        *self.response_timer.lock() = Some(timer);
+        output
     }
 
-    fn answer(
-        &self,
-        listener: &Arc<str>,
-        pool: &Arc<str>,
-        group: &Arc<str>,
-        response: Response<LbBody>,
-    ) -> Response<LbBody> {
+    /// Routes on the listener's current table (see [`TableSlot`] for the version checks).
+    fn route(&self, path: &str, exclude: Option<&BackendState>) -> Result<InFlight, Unrouted> {
+        let mut cached = self.table.lock();
+        loop {
+            if cached.0 != self.slot.version() {
+                *cached = self.slot.current();
+            }
+            let routed = cached.1.route(&self.shared.clock, self.peer, path, exclude);
+            if cached.0 == self.slot.version() {
+                return routed;
+            }
+            // Replaced meanwhile: dropping `routed` ends its in-flight count; route again.
+        }
+    }
+
+    /// Counts and makes the answer to a request that found no backend.
+    fn unrouted(&self, unrouted: Unrouted) -> Response<LbBody> {
+        let none = &self.shared.none;
+        let (listener, pool, response) = match unrouted {
+            Unrouted::Forbidden { listener } => (
+                listener,
+                none.clone(),
+                local(StatusCode::FORBIDDEN, "forbidden\n", true),
+            ),
+            Unrouted::NoRoute { listener } => (
+                listener,
+                none.clone(),
+                local(StatusCode::NOT_FOUND, "no route\n", false),
+            ),
+            Unrouted::NoBackend { listener, pool } => (
+                listener,
+                pool,
+                local(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no healthy backend\n",
+                    false,
+                ),
+            ),
+        };
         self.shared
             .metrics
-            .count(listener, pool, group, response.status().as_u16());
+            .count(&listener, &pool, none, response.status().as_u16());
         response
     }
 
@@ -252,38 +351,17 @@ impl ConnContext {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<Response<LbBody>, Infallible> {
-        let none = &self.shared.none;
-        let (listener, routed) = self.route(request.uri().path(), None);
-        let mut flight = match routed {
-            Routed::Backend(flight) => flight,
-            Routed::Forbidden => {
-                return Ok(self.answer(
-                    &listener,
-                    none,
-                    none,
-                    local(StatusCode::FORBIDDEN, "forbidden\n", true),
-                ));
-            }
-            Routed::NoRoute => {
-                return Ok(self.answer(
-                    &listener,
-                    none,
-                    none,
-                    local(StatusCode::NOT_FOUND, "no route\n", false),
-                ));
-            }
-            Routed::NoBackend(pool) => {
-                return Ok(self.answer(
-                    &listener,
-                    &pool,
-                    none,
-                    local(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "no healthy backend\n",
-                        false,
-                    ),
-                ));
-            }
+        let open = OpenRequest::begin(self);
+        let mut response = open.0.proxy(request).await;
+        response.body_mut()._request = Some(open);
+        Ok(response)
+    }
+
+    /// Routes and forwards one request, retrying what is safe to retry.
+    async fn proxy(&self, request: Request<Incoming>) -> Response<LbBody> {
+        let mut flight = match self.route(request.uri().path(), None) {
+            Ok(flight) => flight,
+            Err(unrouted) => return self.unrouted(unrouted),
         };
 
         let (mut parts, body) = request.into_parts();
@@ -302,8 +380,7 @@ impl ConnContext {
         let mut attempts = 0;
         let mut unsent_retries = 0;
         loop {
-            let backend = flight.backend.clone();
-            let (pool, group) = (&backend.group.pool, &backend.group.group);
+            let backend = &flight.backend;
             let failure = match self
                 .shared
                 .connector
@@ -338,29 +415,22 @@ impl ConnContext {
                             up
                         }
                     };
-                    let sent = tokio::time::timeout(
-                        self.shared.response_timeout,
-                        conn.sender.try_send_request(up),
-                    )
-                    .await;
+                    let sent = self
+                        .within_response_timeout(conn.sender.try_send_request(up))
+                        .await;
                     match sent {
-                        Ok(Ok(mut response)) => {
-                            flight.answered();
+                        Some(Ok(mut response)) => {
+                            flight.answered(response.status());
                             strip_hop_by_hop(response.headers_mut());
                             let (rparts, rbody) = response.into_parts();
-                            let body = LbBody(BodyKind::Proxied {
+                            let body = LbBody::new(BodyKind::Proxied {
                                 inner: rbody,
                                 conn: Some(conn),
                                 _flight: flight,
                             });
-                            return Ok(self.answer(
-                                &listener,
-                                pool,
-                                group,
-                                Response::from_parts(rparts, body),
-                            ));
+                            return Response::from_parts(rparts, body);
                         }
-                        Ok(Err(mut error)) => match error.take_message() {
+                        Some(Err(mut error)) => match error.take_message() {
                             Some(up) => {
                                 unsent = Some(up);
                                 Failure::Unsent
@@ -371,12 +441,15 @@ impl ConnContext {
                                 Failure::Transport
                             }
                         },
-                        Err(_elapsed) => {
+                        None => {
                             backend.failures.fetch_add(1, Ordering::Relaxed);
+                            flight.answered_locally(StatusCode::GATEWAY_TIMEOUT);
                             drop(flight);
-                            let answer =
-                                local(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n", false);
-                            return Ok(self.answer(&listener, pool, group, answer));
+                            return local(
+                                StatusCode::GATEWAY_TIMEOUT,
+                                "backend timed out\n",
+                                false,
+                            );
                         }
                     }
                 }
@@ -397,13 +470,13 @@ impl ConnContext {
                     };
                     if attempts < 2 && resendable {
                         let path = path_and_query.as_ref().map_or("/", |p| p.path());
-                        match self.route(path, Some(&backend)).1 {
-                            Routed::Backend(next) => Some(next),
+                        match self.route(path, Some(&**backend)) {
+                            Ok(next) => Some(next),
                             // A broken keep-alive connection is worth one more try on the same backend.
                             _ if matches!(failure, Failure::Transport)
                                 && backend.eligible(&self.shared.clock) =>
                             {
-                                Some(backend.begin())
+                                Some(backend.begin(flight.counters.clone()))
                             }
                             _ => None,
                         }
@@ -412,12 +485,13 @@ impl ConnContext {
                     }
                 }
             };
-            drop(flight);
             match next {
+                // The failed attempt ends (recording nothing) as the next one starts.
                 Some(next) => flight = next,
                 None => {
-                    let answer = local(StatusCode::BAD_GATEWAY, "bad gateway\n", false);
-                    return Ok(self.answer(&listener, pool, group, answer));
+                    flight.answered_locally(StatusCode::BAD_GATEWAY);
+                    drop(flight);
+                    return local(StatusCode::BAD_GATEWAY, "bad gateway\n", false);
                 }
             }
         }
@@ -425,9 +499,25 @@ impl ConnContext {
 
     /// Strips hop-by-hop headers and sets `X-Forwarded-For`, `-Proto` and `-Host`.
     fn forwarding_headers(&self, headers: &mut HeaderMap) {
-        strip_hop_by_hop(headers);
-        headers.remove(header::EXPECT);
-        let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        // One pass over the (few) names present; a lookup only for those that are there.
+        let (mut hop_by_hop, mut expect, mut forwarded) = (false, false, false);
+        for name in headers.keys() {
+            hop_by_hop |= is_hop_by_hop(name);
+            expect |= name == header::EXPECT;
+            forwarded |= name == X_FORWARDED_FOR;
+        }
+        if hop_by_hop {
+            remove_hop_by_hop(headers);
+        }
+        if expect {
+            headers.remove(header::EXPECT);
+        }
+        let previous = if forwarded {
+            headers.get(&X_FORWARDED_FOR)
+        } else {
+            None
+        };
+        let forwarded_for = match previous {
             None => self.peer_header.clone(),
             Some(previous) => {
                 let mut joined = Vec::with_capacity(previous.len() + 2 + self.peer_header.len());

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -27,7 +27,7 @@ use crate::*;
 
 /// A hyper backend answering with its id. Paths: `/health` (200 or 503 per `healthy`),
 /// `/slow` (waits 600 ms), `/echo` (streams the request body back), `/headers` (the
-/// forwarding headers it received), anything else: its id.
+/// forwarding headers it received), `/fail` (500 with its id), anything else: its id.
 struct TestBackend {
     id: String,
     addr: SocketAddr,
@@ -164,6 +164,9 @@ async fn backend_answer(
         _ => full(id.to_string()),
     };
     let mut response = Response::new(body);
+    if path == "/fail" {
+        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    }
     response
         .headers_mut()
         .insert("x-backend", id.parse().unwrap());
@@ -1112,5 +1115,215 @@ async fn without_worker_threads_listeners_run_on_the_callers_runtime() {
     let tally = load.finish().await;
     assert!(tally.failures.is_empty(), "{:?}", tally.failures);
     assert!(tally.ok >= 50);
+    lb.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-second samples
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn sample_total(buckets: &[SampleBucket]) -> SampleBucket {
+    buckets
+        .iter()
+        .fold(SampleBucket::default(), |t, b| SampleBucket {
+            second: 0,
+            requests: t.requests + b.requests,
+            errors: t.errors + b.errors,
+            latency_us_sum: t.latency_us_sum + b.latency_us_sum,
+            latency_us_max: t.latency_us_max.max(b.latency_us_max),
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_count_requests_errors_and_latency_per_second_and_group() {
+    let a = TestBackend::start("a").await;
+    let lb = Lb::with_settings(LbSettings {
+        response_timeout: Duration::from_millis(150),
+        // The dead backend stays in rotation, so each request to it ends in a 502.
+        passive_ejection: Duration::ZERO,
+        ..LbSettings::default()
+    });
+    let mut registry = prometheus_client::registry::Registry::default();
+    lb.register_metrics(&mut registry);
+    let mut config = app(vec![group("app-v001", 1, true, &[&a])]);
+    for (prefix, pool_name) in [("/dead", "dead"), ("/empty", "empty")] {
+        config.listeners[0].routes.push(RouteConfig {
+            path_prefix: prefix.into(),
+            pool: pool_name.into(),
+        });
+    }
+    let dead = BackendConfig {
+        id: "dead".into(),
+        addr: dead_addr(),
+    };
+    config.pools.push(pool(
+        "dead",
+        vec![GroupConfig {
+            name: "dead-v001".into(),
+            weight: 1,
+            enabled: true,
+            backends: vec![dead],
+        }],
+    ));
+    config
+        .pools
+        .push(pool("empty", vec![group("empty-v001", 1, true, &[])]));
+    lb.apply(config).await.unwrap();
+    let web = addr_of(&lb, "web");
+    let c = client();
+
+    let from = unix_now();
+    let mut expected = HashMap::new();
+    for (path, n) in [
+        ("/", 20),
+        ("/fail", 10),
+        ("/slow", 1),
+        ("/dead", 3),
+        ("/empty", 2),
+    ] {
+        for _ in 0..n {
+            let (status, _) = get(&c, &format!("http://{web}{path}")).await;
+            *expected.entry(status).or_insert(0u64) += 1;
+        }
+    }
+    let to = unix_now() + 1;
+    assert_eq!(expected[&StatusCode::OK], 20);
+    assert_eq!(expected[&StatusCode::INTERNAL_SERVER_ERROR], 10);
+    assert_eq!(expected[&StatusCode::GATEWAY_TIMEOUT], 1);
+    assert_eq!(expected[&StatusCode::BAD_GATEWAY], 3);
+    assert_eq!(expected[&StatusCode::SERVICE_UNAVAILABLE], 2);
+
+    // A request is recorded when its response ends, which may follow the client's read.
+    wait_for("every answer recorded", Duration::from_secs(5), || {
+        sample_total(&lb.samples("app-v001", from, to)).requests == 31
+    })
+    .await;
+    let buckets = lb.samples("app-v001", from, to);
+    assert!(buckets.windows(2).all(|w| w[0].second < w[1].second));
+    for b in &buckets {
+        assert!((from..to).contains(&b.second), "{b:?}");
+        assert!(b.requests > 0 && b.errors <= b.requests, "{b:?}");
+        assert!(b.latency_us_max <= b.latency_us_sum, "{b:?}");
+    }
+    let total = sample_total(&buckets);
+    assert_eq!((total.requests, total.errors), (31, 11), "{total:?}");
+    // The 504 waited for the response timeout; the rest were quick.
+    assert!(total.latency_us_max >= 150_000, "{total:?}");
+    assert!(
+        total.latency_us_sum >= total.latency_us_max + 30,
+        "{total:?}"
+    );
+
+    // The load balancer's 502s count for the group whose backend it tried.
+    wait_for("the 502s recorded", Duration::from_secs(5), || {
+        sample_total(&lb.samples("dead-v001", from, to)).requests == 3
+    })
+    .await;
+    assert_eq!(sample_total(&lb.samples("dead-v001", from, to)).errors, 3);
+    // A 503 for want of a backend chose no group; unknown groups have nothing.
+    assert_eq!(lb.samples("empty-v001", from, to), vec![]);
+    assert_eq!(lb.samples("nope", 0, u64::MAX), vec![]);
+    // `to` is exclusive, `from` inclusive.
+    assert_eq!(lb.samples("app-v001", to, u64::MAX), vec![]);
+    assert_eq!(lb.samples("app-v001", 0, from), vec![]);
+
+    // The histogram measures the same span, for the backends' answers only.
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        r#"lb_request_duration_seconds_count{pool="app",group="app-v001"} 30"#,
+        r#"lb_requests_total{listener="web",pool="app",group="app-v001",code="504"} 1"#,
+        r#"lb_requests_total{listener="web",pool="dead",group="dead-v001",code="502"} 3"#,
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+
+    // Removing the group keeps its samples for canary analysis.
+    lb.apply(app(vec![group("app-v002", 1, true, &[&a])]))
+        .await
+        .unwrap();
+    assert_eq!(sample_total(&lb.samples("app-v001", from, to)).requests, 31);
+    lb.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header read timeout
+
+/// Reads until the peer closes (or fails); what was read.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, seen: &mut Vec<u8>) {
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("connection still open after 5 s"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_read_timeout_closes_idle_and_slow_heads_but_not_slow_responses() {
+    let slow = TestBackend::start("slow").await;
+    let timeout = Duration::from_millis(300);
+    let lb = Lb::with_settings(LbSettings {
+        header_read_timeout: timeout,
+        ..LbSettings::default()
+    });
+    lb.apply(app(vec![group("g", 1, true, &[&slow])]))
+        .await
+        .unwrap();
+    let web = addr_of(&lb, "web");
+
+    // Nothing sent, or half a head: closed once the timeout has passed.
+    for sent in [&b""[..], b"GET / HTTP/1.1\r\nHo"] {
+        let started = Instant::now();
+        let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let mut seen = Vec::new();
+        read_until_closed(&mut stream, &mut seen).await;
+        assert!(seen.is_empty(), "{}", String::from_utf8_lossy(&seen));
+        assert!(started.elapsed() >= timeout - Duration::from_millis(20));
+    }
+
+    // A response slower than the timeout (600 ms) is served in full on a keep-alive
+    // connection, which is then closed a timeout after the response.
+    let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    stream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: lb\r\n\r\n")
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !seen.ends_with(b"\r\n\r\nslow") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let answered = Instant::now();
+    read_until_closed(&mut stream, &mut seen).await;
+    assert!(answered.elapsed() >= timeout - Duration::from_millis(20));
+    // The wait restarts with every response: requests 200 ms apart keep a connection open
+    // for longer than the timeout.
+    let mut stream = tokio::net::TcpStream::connect(web).await.unwrap();
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: lb\r\n\r\n")
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !seen.ends_with(b"\r\n\r\nslow") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+    }
     lb.shutdown().await;
 }

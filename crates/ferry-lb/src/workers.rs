@@ -10,7 +10,7 @@ use std::thread::JoinHandle as ThreadHandle;
 
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle};
 
 /// The runtimes that serve connections and how many each serves; shared with accept loops.
 #[derive(Default)]
@@ -36,7 +36,7 @@ impl Drop for Load {
 impl WorkerSet {
     /// Runs `task` on the worker with the fewest connections (or on the current runtime when
     /// there are no workers), counting it there while it runs.
-    pub fn spawn_connection<F, Fut>(self: &Arc<Self>, task: F)
+    pub fn spawn_connection<F, Fut>(self: &Arc<Self>, task: F) -> AbortHandle
     where
         F: FnOnce(Option<Load>) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
@@ -56,11 +56,9 @@ impl WorkerSet {
                     set: self.clone(),
                     index,
                 };
-                handle.spawn(task(Some(load)));
+                handle.spawn(task(Some(load))).abort_handle()
             }
-            None => {
-                tokio::spawn(task(None));
-            }
+            None => tokio::spawn(task(None)).abort_handle(),
         }
     }
 }

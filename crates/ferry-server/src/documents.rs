@@ -1,5 +1,5 @@
-//! Documents users apply: applications and pipelines, in YAML or JSON, one or many per file.
-//! A document says what it is with `kind: Application|Pipeline`; a Spinnaker pipeline JSON
+//! Documents users apply: applications, pipelines, load balancers, firewalls and canary configs,
+//! in YAML or JSON, one or many per file. A document says what it is with `kind:`; a Spinnaker pipeline JSON
 //! (no `kind`, with `stages`) is accepted as it is. A batch is validated whole before anything
 //! is written, so an invalid batch stores nothing.
 
@@ -18,6 +18,20 @@ pub enum Document {
     LoadBalancer(ferry_provider::LoadBalancerSpec),
     /// A firewall (source CIDR allow and deny lists).
     Firewall(ferry_provider::FirewallSpec),
+    /// An analysis template (Argo Rollouts' shape), stored as a versioned document.
+    AnalysisTemplate {
+        /// Its name.
+        name: String,
+        /// The document as written (without `kind`).
+        body: Value,
+    },
+    /// A canary config (Kayenta's document shape), stored as a versioned document.
+    CanaryConfig {
+        /// Its name.
+        name: String,
+        /// The document as written (without `kind`).
+        body: Value,
+    },
 }
 
 /// Reads a load balancer document, reporting every problem with its path.
@@ -143,6 +157,7 @@ pub fn parse_text(text: &str) -> Result<Vec<Value>, ParseError> {
 pub fn validate_batch(
     docs: &[Value],
     registry: &Registry,
+    canary_sources: &ferry_canary::Sources,
     known_apps: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<Document>, Problems> {
     let mut out = Vec::new();
@@ -189,10 +204,28 @@ pub fn validate_batch(
                     out.push(Document::Firewall(f));
                 }
             }
+            "AnalysisTemplate" => {
+                let before = problems.len();
+                let name = body.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+                if ferry_core::application::check_name(&name).is_err() {
+                    problems.push(Problem::new(
+                        format!("{prefix}.name"),
+                        "is required: lower-case letters, digits and '-'",
+                    ));
+                }
+                let _ = ferry_rollout::analysis::parse_analysis(&body, &prefix, &mut problems);
+                if problems.len() == before {
+                    out.push(Document::AnalysisTemplate { name, body });
+                }
+            }
+            "CanaryConfig" => match ferry_canary::validate_canary_config(&body, canary_sources) {
+                Ok(c) => out.push(Document::CanaryConfig { name: c.name, body }),
+                Err(p) => problems.extend(p.prefixed(&prefix).0),
+            },
             other => problems.push(Problem::new(
                 format!("{prefix}.kind"),
                 format!(
-                    "unknown kind \"{other}\"; use Application, Pipeline, LoadBalancer or Firewall"
+                    "unknown kind \"{other}\"; use Application, Pipeline, LoadBalancer, Firewall, CanaryConfig or AnalysisTemplate"
                 ),
             )),
         }
@@ -265,7 +298,7 @@ mod tests {
             json!({"name": "mystery"}),
             json!({"kind": "Widget"}),
         ];
-        let err = validate_batch(&docs, &registry(), &|a| a == "shop").unwrap_err();
+        let err = validate_batch(&docs, &registry(), &ferry_canary::Sources::new(), &|a| a == "shop").unwrap_err();
         let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
         for want in [
             "documents[0].name: \"Bad_Name\" is not a valid application name",
@@ -278,9 +311,9 @@ mod tests {
                 "missing {want} in {got:#?}"
             );
         }
-        let ok = validate_batch(&docs[2..3], &registry(), &|a| a == "shop").unwrap();
+        let ok = validate_batch(&docs[2..3], &registry(), &ferry_canary::Sources::new(), &|a| a == "shop").unwrap();
         assert!(matches!(ok[0], Document::Pipeline(_)));
-        let err = validate_batch(&docs[2..3], &registry(), &|_| false).unwrap_err();
+        let err = validate_batch(&docs[2..3], &registry(), &ferry_canary::Sources::new(), &|_| false).unwrap_err();
         assert!(err.0[0].message.contains("does not exist"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 //! wires the concrete store and stage types in.
 
 pub mod auth;
+pub mod canary;
 pub mod documents;
 pub mod error;
 pub mod infra;

@@ -2,6 +2,7 @@
 //! the OpenAPI document are all built — and the handlers.
 
 use crate::auth::{Action, Principal};
+use crate::canary;
 use crate::documents::{self, Document};
 use crate::error::ApiError;
 use crate::infra;
@@ -324,6 +325,62 @@ pub const ROUTES: &[Route] = &[
         "Enable the previous server group of the cluster, then disable this one",
         false,
     ),
+    r(
+        Method::GET,
+        "/api/v1/canaryConfigs",
+        Action::Read,
+        "Canary configs (latest version of each)",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/canaryConfigs/{name}",
+        Action::Read,
+        "One canary config; ?version= for an older one",
+        false,
+    ),
+    r(
+        Method::DELETE,
+        "/api/v1/canaryConfigs/{name}",
+        Action::Write,
+        "Delete a canary config with its history",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/canaryConfigs/{name}/history",
+        Action::Read,
+        "Every version of a canary config, newest first",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/analysisTemplates",
+        Action::Read,
+        "Analysis templates (latest version of each)",
+        false,
+    ),
+    r(
+        Method::GET,
+        "/api/v1/analysisTemplates/{name}",
+        Action::Read,
+        "One analysis template; ?version= for an older one",
+        false,
+    ),
+    r(
+        Method::DELETE,
+        "/api/v1/analysisTemplates/{name}",
+        Action::Write,
+        "Delete an analysis template with its history",
+        false,
+    ),
+    r(
+        Method::POST,
+        "/api/v1/canary/judge",
+        Action::Execute,
+        "Judge recorded samples: {config, baseline, canary, thresholds?}",
+        true,
+    ),
 ];
 
 /// The route with this method and path pattern.
@@ -373,6 +430,14 @@ fn handler(route: &Route) -> MethodRouter<AppState> {
         ("POST", "/api/v1/serverGroups/{account}/{name}/enable") => on(f, infra::enable),
         ("POST", "/api/v1/serverGroups/{account}/{name}/disable") => on(f, infra::disable),
         ("POST", "/api/v1/serverGroups/{account}/{name}/rollback") => on(f, infra::rollback),
+        ("GET", "/api/v1/canaryConfigs") => on(f, canary::list),
+        ("GET", "/api/v1/canaryConfigs/{name}") => on(f, canary::get),
+        ("DELETE", "/api/v1/canaryConfigs/{name}") => on(f, canary::delete),
+        ("GET", "/api/v1/canaryConfigs/{name}/history") => on(f, canary::history),
+        ("POST", "/api/v1/canary/judge") => on(f, canary::judge),
+        ("GET", "/api/v1/analysisTemplates") => on(f, canary::list_templates),
+        ("GET", "/api/v1/analysisTemplates/{name}") => on(f, canary::get_template),
+        ("DELETE", "/api/v1/analysisTemplates/{name}") => on(f, canary::delete_template),
         _ => on(f, unrouted),
     }
 }
@@ -666,7 +731,7 @@ async fn apply_documents(
         .into_iter()
         .map(|a| a.name)
         .collect();
-    let validated = documents::validate_batch(&docs, s.engine.registry(), &|a| {
+    let validated = documents::validate_batch(&docs, s.engine.registry(), &s.canary_sources, &|a| {
         known.iter().any(|k| k == a)
     })?;
     let mut out = Vec::new();
@@ -691,6 +756,24 @@ async fn apply_documents(
                 .upsert_load_balancer(lb.clone())
                 .await?;
             out.push(json!({"kind": "LoadBalancer", "name": lb.name}));
+        }
+    }
+    for d in &validated {
+        if let Document::AnalysisTemplate { name, body } = d {
+            let rec = s
+                .store
+                .save_document(ferry_rollout::TEMPLATE_KIND, name, body, &who.name)
+                .await?;
+            out.push(json!({"kind": ferry_rollout::TEMPLATE_KIND, "name": rec.name, "version": rec.version}));
+        }
+    }
+    for d in &validated {
+        if let Document::CanaryConfig { name, body } = d {
+            let rec = s
+                .store
+                .save_document(ferry_canary::KIND, name, body, &who.name)
+                .await?;
+            out.push(json!({"kind": ferry_canary::KIND, "name": rec.name, "version": rec.version}));
         }
     }
     for d in &validated {

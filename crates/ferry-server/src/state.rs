@@ -23,6 +23,8 @@ pub struct AppState {
     pub max_body_bytes: usize,
     /// Server-group providers (the host provider by default), for the infrastructure routes.
     pub providers: Vec<Arc<dyn ferry_provider::Provider>>,
+    /// The metric sources canary configs may name (to validate them when applied).
+    pub canary_sources: ferry_canary::Sources,
     /// Cancelled when the server starts shutting down, so long-lived responses (event
     /// streams) end instead of holding the shutdown up.
     pub shutdown: tokio_util::sync::CancellationToken,

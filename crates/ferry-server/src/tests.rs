@@ -45,6 +45,7 @@ async fn harness_with(providers: Vec<Arc<dyn ferry_provider::Provider>>) -> Harn
         metrics: Arc::new(metrics::Metrics::default()),
         max_body_bytes: 64 * 1024,
         providers,
+        canary_sources: ferry_canary::Sources::offline(),
         shutdown: Default::default(),
     };
     Harness {
@@ -518,4 +519,102 @@ async fn infrastructure_routes_read_and_act_through_providers() {
         .await;
     assert_eq!(lbs[0]["routes"][0]["pathPrefix"], "/kids");
     assert_eq!(lbs[0]["firewalls"][0], "office");
+}
+
+#[tokio::test]
+async fn canary_configs_are_validated_versioned_and_judged() {
+    let h = harness().await;
+    let config = json!({"kind": "CanaryConfig", "name": "shop-kids", "applications": ["shop"],
+        "metrics": [
+            {"name": "errors", "query": {"type": "ferry-lb", "metric": "error_rate"}, "groups": ["errors"],
+             "analysisConfigurations": {"canary": {"direction": "increase"}}},
+            {"name": "latency", "query": {"type": "ferry-lb", "metric": "latency_mean_ms"}, "groups": ["latency"]}
+        ],
+        "classifier": {"groupWeights": {"errors": 60, "latency": 40}}});
+
+    // Every problem of a bad one, with its path; nothing stored.
+    let mut bad = config.clone();
+    bad["metrics"][0]["query"]["metric"] = json!("p99");
+    bad["metrics"][1]["analysisConfigurations"] = json!({"canary": {"direction": "sideways"}});
+    bad["classifier"]["groupWeights"] = json!({"errors": 80, "nope": 40});
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/apply", Some(json!({"documents": [bad]})), true)
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let paths: Vec<&str> = v["error"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["path"].as_str().unwrap())
+        .collect();
+    for want in [
+        "documents[0].metrics[0].query.metric",
+        "documents[0].metrics[1].analysisConfigurations.canary.direction",
+        "documents[0].classifier.groupWeights.nope",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+    let (status, _) = h
+        .call(Method::GET, "/api/v1/canaryConfigs/shop-kids", None, true)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Applied twice with a change: two versions.
+    for weight in [60, 70] {
+        let mut c = config.clone();
+        c["classifier"]["groupWeights"]["errors"] = json!(weight);
+        c["classifier"]["groupWeights"]["latency"] = json!(100 - weight);
+        let (status, v) = h
+            .call(Method::POST, "/api/v1/apply", Some(json!({"documents": [c]})), true)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        assert_eq!(v["applied"][0]["kind"], "CanaryConfig");
+    }
+    let (_, list) = h
+        .call(Method::GET, "/api/v1/canaryConfigs", None, true)
+        .await;
+    assert_eq!(list[0]["name"], "shop-kids");
+    assert_eq!(list[0]["version"], 2);
+    assert_eq!(list[0]["metrics"], 2);
+    let (_, v1) = h
+        .call(Method::GET, "/api/v1/canaryConfigs/shop-kids?version=1", None, true)
+        .await;
+    assert_eq!(v1["body"]["classifier"]["groupWeights"]["errors"], 60);
+    let (_, history) = h
+        .call(Method::GET, "/api/v1/canaryConfigs/shop-kids/history", None, true)
+        .await;
+    assert_eq!(history.as_array().unwrap().len(), 2);
+
+    // Judging recorded samples.
+    let mut doc = config.clone();
+    doc.as_object_mut().unwrap().remove("kind");
+    let baseline: Vec<f64> = (0..20).map(|i| 0.01 + f64::from(i % 4) * 0.001).collect();
+    let canary: Vec<f64> = (0..20).map(|i| 0.2 + f64::from(i % 4) * 0.001).collect();
+    let body = json!({"config": doc,
+        "baseline": {"errors": baseline, "latency": [5.0, 6.0, 5.5, 6.1]},
+        "canary": {"errors": canary, "latency": [5.1, 6.0, 5.4, 6.2]}});
+    let (status, v) = h
+        .call(Method::POST, "/api/v1/canary/judge", Some(body), true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["metrics"][0]["classification"], "High", "{v}");
+    assert_eq!(v["metrics"][1]["classification"], "Pass", "{v}");
+    assert_eq!(v["summary"]["score"], 40.0, "{v}");
+    assert_eq!(v["summary"]["classification"], "Fail", "{v}");
+    let (status, v) = h
+        .call(
+            Method::POST,
+            "/api/v1/canary/judge",
+            Some(json!({"config": doc, "baseline": {"errors": ["x"]}, "canary": {"other": []}})),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let text = v.to_string();
+    assert!(text.contains("baseline.errors[0]") && text.contains("canary.other"), "{text}");
+
+    let (status, _) = h
+        .call(Method::DELETE, "/api/v1/canaryConfigs/shop-kids", None, true)
+        .await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -7,7 +7,7 @@ use crate::codec::{
     status, to_json,
 };
 use ferry_core::{
-    Application, Execution, ExecutionFilter, ExecutionSummary, ExecutionWrite, Pipeline,
+    Application, DocumentRecord, Execution, ExecutionFilter, ExecutionSummary, ExecutionWrite, Pipeline,
     PipelineRecord, QueuedCommand, StageExecution, Status, StoreError, StoreResult,
 };
 use serde_json::Value;
@@ -282,6 +282,154 @@ where
             )));
         }
         let done = sqlx::query("DELETE FROM applications WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(DB::rows_affected(&done) > 0)
+    }
+
+    // ----- documents ----------------------------------------------------------------------
+
+    fn document_from(kind: &str, row: &DB::Row) -> StoreResult<DocumentRecord> {
+        let name: String = Self::get(row, 0)?;
+        let version: i64 = Self::get(row, 1)?;
+        let text: String = Self::get(row, 2)?;
+        let body = from_json(&text, || format!("{kind} {name} v{version}"))?;
+        Ok(DocumentRecord {
+            kind: kind.to_string(),
+            name,
+            version,
+            body,
+            updated_by: Self::get(row, 3)?,
+            updated_at: Self::get(row, 4)?,
+        })
+    }
+
+    pub async fn save_document(
+        &self,
+        kind: &str,
+        name: &str,
+        body: &Value,
+        by: &str,
+    ) -> StoreResult<DocumentRecord> {
+        let text = to_json("document body", body)?;
+        let mut tx = self.begin_catalog_write().await?;
+        let latest = sqlx::query(
+            "SELECT name, version, body, updated_by, updated_at FROM documents \
+             WHERE kind = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+        )
+        .bind(kind)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        let latest = latest
+            .as_ref()
+            .map(|row| Self::document_from(kind, row))
+            .transpose()?;
+        if let Some(latest) = latest
+            .as_ref()
+            .filter(|l| canonical_json(&l.body) == canonical_json(body)) {
+            return Ok(latest.clone());
+        }
+        let version = latest.map_or(1, |l| l.version + 1);
+        let now = ferry_core::now_millis();
+        sqlx::query(
+            "INSERT INTO documents (kind, name, version, body, updated_by, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(kind)
+        .bind(name)
+        .bind(version)
+        .bind(text)
+        .bind(by)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+        tx.commit().await.map_err(db_error)?;
+        Ok(DocumentRecord {
+            kind: kind.to_string(),
+            name: name.to_string(),
+            version,
+            body: body.clone(),
+            updated_by: by.to_string(),
+            updated_at: now,
+        })
+    }
+
+    pub async fn get_document(
+        &self,
+        kind: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> StoreResult<Option<DocumentRecord>> {
+        let row = match version {
+            Some(v) => sqlx::query(
+                "SELECT name, version, body, updated_by, updated_at FROM documents \
+                 WHERE kind = $1 AND name = $2 AND version = $3",
+            )
+            .bind(kind)
+            .bind(name)
+            .bind(v),
+            None => sqlx::query(
+                "SELECT name, version, body, updated_by, updated_at FROM documents \
+                 WHERE kind = $1 AND name = $2 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(kind)
+            .bind(name),
+        }
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(db_error)?;
+        row.as_ref()
+            .map(|row| Self::document_from(kind, row))
+            .transpose()
+    }
+
+    pub async fn list_documents(&self, kind: &str) -> StoreResult<Vec<DocumentRecord>> {
+        let rows = sqlx::query(
+            "SELECT d.name, d.version, d.body, d.updated_by, d.updated_at FROM documents d \
+             WHERE d.kind = $1 AND d.version = \
+               (SELECT MAX(l.version) FROM documents l WHERE l.kind = d.kind AND l.name = d.name)",
+        )
+        .bind(kind)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        let mut out = rows
+            .iter()
+            .map(|row| Self::document_from(kind, row))
+            .collect::<StoreResult<Vec<_>>>()?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub async fn document_history(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> StoreResult<Vec<DocumentRecord>> {
+        let rows = sqlx::query(
+            "SELECT name, version, body, updated_by, updated_at FROM documents \
+             WHERE kind = $1 AND name = $2 ORDER BY version DESC",
+        )
+        .bind(kind)
+        .bind(name)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| Self::document_from(kind, row))
+            .collect()
+    }
+
+    pub async fn delete_document(&self, kind: &str, name: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_catalog_write().await?;
+        let done = sqlx::query("DELETE FROM documents WHERE kind = $1 AND name = $2")
+            .bind(kind)
             .bind(name)
             .execute(&mut *tx)
             .await

@@ -18,6 +18,7 @@
 //!
 //! | table | key | columns | JSON |
 //! |---|---|---|---|
+//! | `documents` | `kind`, `name`, `version` | `updated_by`, `updated_at` | `body`: the document as written (canary configs, …) |
 //! | `applications` | `name` | `created_at`, `updated_at` | `body`: the application (its times are read from the columns) |
 //! | `pipelines` | `id`; unique (`application`, `name`) | `version` (latest), `created_at`, `updated_at` | — |
 //! | `pipeline_versions` | (`pipeline_id`, `version`) | `updated_by`, `updated_at` | `spec`: the document, with `id` |
@@ -150,6 +151,59 @@ macro_rules! delegate_store {
             async fn delete_application(&self, name: &str) -> ferry_core::StoreResult<bool> {
                 self.core
                     .delete_application(name)
+                    .await
+                    .map_err(|e| self.scrub(e))
+            }
+
+            async fn save_document(
+                &self,
+                kind: &str,
+                name: &str,
+                body: &serde_json::Value,
+                by: &str,
+            ) -> ferry_core::StoreResult<ferry_core::DocumentRecord> {
+                self.core
+                    .save_document(kind, name, body, by)
+                    .await
+                    .map_err(|e| self.scrub(e))
+            }
+
+            async fn get_document(
+                &self,
+                kind: &str,
+                name: &str,
+                version: Option<i64>,
+            ) -> ferry_core::StoreResult<Option<ferry_core::DocumentRecord>> {
+                self.core
+                    .get_document(kind, name, version)
+                    .await
+                    .map_err(|e| self.scrub(e))
+            }
+
+            async fn list_documents(
+                &self,
+                kind: &str,
+            ) -> ferry_core::StoreResult<Vec<ferry_core::DocumentRecord>> {
+                self.core
+                    .list_documents(kind)
+                    .await
+                    .map_err(|e| self.scrub(e))
+            }
+
+            async fn document_history(
+                &self,
+                kind: &str,
+                name: &str,
+            ) -> ferry_core::StoreResult<Vec<ferry_core::DocumentRecord>> {
+                self.core
+                    .document_history(kind, name)
+                    .await
+                    .map_err(|e| self.scrub(e))
+            }
+
+            async fn delete_document(&self, kind: &str, name: &str) -> ferry_core::StoreResult<bool> {
+                self.core
+                    .delete_document(kind, name)
                     .await
                     .map_err(|e| self.scrub(e))
             }

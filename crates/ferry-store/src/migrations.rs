@@ -15,6 +15,10 @@ pub(crate) const SQLITE: &[Embedded] = &[(
     1,
     "initial",
     include_str!("../migrations/sqlite/0001_initial.sql"),
+), (
+    2,
+    "documents",
+    include_str!("../migrations/sqlite/0002_documents.sql"),
 )];
 
 /// `migrations/postgres/`.
@@ -22,6 +26,10 @@ pub(crate) const POSTGRES: &[Embedded] = &[(
     1,
     "initial",
     include_str!("../migrations/postgres/0001_initial.sql"),
+), (
+    2,
+    "documents",
+    include_str!("../migrations/postgres/0002_documents.sql"),
 )];
 
 /// A migrator for one backend's list.

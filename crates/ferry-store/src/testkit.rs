@@ -18,6 +18,7 @@ pub async fn run_all(store: &dyn Store) -> StoreResult<()> {
     applications(store).await?;
     pipeline_versions(store).await?;
     pipeline_renames(store).await?;
+    documents(store).await?;
     execution_round_trip(store).await?;
     update_writes_only_given_stages(store).await?;
     ack_is_atomic_with_the_write(store).await?;
@@ -976,5 +977,55 @@ pub async fn probe(store: &dyn Store) -> StoreResult<()> {
         let r = store.probe_write().await;
         assert!(r.is_ok(), "{r:?}");
     }
+    Ok(())
+}
+
+/// Documents of other kinds: versions only on change, history newest first, get by version,
+/// list shows the latest of each name, kinds are separate, delete removes every version.
+pub async fn documents(store: &dyn Store) -> StoreResult<()> {
+    let name = unique("kit-doc");
+    let kind = "CanaryConfig";
+    let a = json!({"name": name, "metrics": [{"name": "errors"}], "a": 1});
+    let b = json!({"name": name, "metrics": [{"name": "latency"}], "a": 1});
+
+    let v1 = store.save_document(kind, &name, &a, "alice").await?;
+    assert_eq!((v1.version, v1.updated_by.as_str()), (1, "alice"));
+    assert_eq!(v1.body, a);
+    // Key order alone is not a change.
+    let reordered = json!({"a": 1, "metrics": [{"name": "errors"}], "name": name});
+    let same = store.save_document(kind, &name, &reordered, "bob").await?;
+    assert_eq!(same, v1, "an unchanged document keeps its version");
+    let v2 = store.save_document(kind, &name, &b, "bob").await?;
+    assert_eq!((v2.version, v2.updated_by.as_str()), (2, "bob"));
+
+    let latest = store.get_document(kind, &name, None).await?;
+    assert_eq!(latest.as_ref().map(|d| d.version), Some(2));
+    assert_eq!(latest.map(|d| d.body), Some(b.clone()));
+    let first = store.get_document(kind, &name, Some(1)).await?;
+    assert_eq!(first.map(|d| d.body), Some(a.clone()));
+    assert_eq!(store.get_document(kind, &name, Some(9)).await?, None);
+    assert_eq!(store.get_document("Other", &name, None).await?, None, "kinds are separate");
+
+    let history = store.document_history(kind, &name).await?;
+    assert_eq!(
+        history.iter().map(|d| d.version).collect::<Vec<_>>(),
+        vec![2, 1]
+    );
+    let other = format!("{name}-z");
+    store.save_document(kind, &other, &a, "carol").await?;
+    let listed: Vec<(String, i64)> = store
+        .list_documents(kind)
+        .await?
+        .into_iter()
+        .filter(|d| d.name.starts_with(&name))
+        .map(|d| (d.name, d.version))
+        .collect();
+    assert_eq!(listed, vec![(name.clone(), 2), (other.clone(), 1)]);
+
+    assert!(store.delete_document(kind, &name).await?);
+    assert!(!store.delete_document(kind, &name).await?);
+    assert_eq!(store.get_document(kind, &name, None).await?, None);
+    assert!(store.document_history(kind, &name).await?.is_empty());
+    assert!(store.delete_document(kind, &other).await?);
     Ok(())
 }

@@ -181,6 +181,37 @@ async fn no_strategy_adds_the_new_server_group_beside_the_old() {
 }
 
 #[tokio::test]
+async fn a_traffic_weight_puts_the_new_server_group_beside_the_old_with_a_small_share() {
+    let env = Env::new().await;
+    env.given("prod", "1", 2, true).await;
+    let e = env
+        .run_stage(deploy_stage("prod", "2", 1, "", json!({"trafficWeight": 5})))
+        .await;
+    assert_succeeded(&e);
+    assert_eq!(
+        serving(&env),
+        sg(&[("shop-prod-v000", 100), ("shop-prod-v001", 5)])
+    );
+    // Out of range, or with rolling red/black (whose percentages set the weights).
+    for (extra, strategy) in [
+        (json!({"trafficWeight": 0}), ""),
+        (json!({"trafficWeight": 101}), "redblack"),
+        (
+            json!({"trafficWeight": 5, "targetPercentages": [50, 100]}),
+            "rollingredblack",
+        ),
+    ] {
+        let doc = json!({"application": "shop", "name": "w", "stages": [
+            {"refId": "1", "name": "Deploy", "type": "deploy",
+             "clusters": deploy_stage("prod", "2", 1, strategy, extra)["clusters"].clone()}]});
+        let err = ferry_engine::validate_pipeline(&doc, &testutil::registry(&env.providers))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("stages[0].clusters[0].trafficWeight"), "{err}");
+    }
+}
+
+#[tokio::test]
 async fn highlander_destroys_every_older_server_group() {
     let env = Env::new().await;
     env.given("prod", "1", 1, false).await;
