@@ -14,13 +14,12 @@
 //! `kind: CanaryConfig`); [`validate_canary_config`] checks one against the judge's rules and
 //! the sources this server has, reporting every problem with its path.
 
+pub mod compare;
 pub mod lb;
 pub mod prometheus;
 pub mod recorded;
 pub mod source;
 pub mod stage;
-#[cfg(test)]
-pub(crate) mod testprom;
 
 pub use source::{MetricQuery, MetricSource, SourceError, Sources, fill_template};
 

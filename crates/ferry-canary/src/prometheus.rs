@@ -801,7 +801,7 @@ struct InstantSample {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testprom::TestPrometheus;
+    use ferry_testkit::prometheus::TestPrometheus;
     use serde_json::json;
     use std::time::{SystemTime, UNIX_EPOCH};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

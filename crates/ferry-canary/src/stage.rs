@@ -24,15 +24,14 @@
 //! `overallScore`, `overallResult` (`success` / `failure`), `intervals` (every interval's full
 //! judge result with its window), and `canaryScoreMessage` on failure.
 
-use crate::{CanaryServices, KIND, validate_canary_config};
+use crate::{CanaryServices, compare};
 use async_trait::async_trait;
 use ferry_core::fields::Fields;
 use ferry_core::now_millis;
 use ferry_engine::{StageCtx, StageError, Step, TypedStage};
 use ferry_judge::config::CanaryConfig;
-use ferry_judge::judge::{JudgeResult, MetricData, MetricSamples, Thresholds};
+use ferry_judge::judge::{JudgeResult, Thresholds};
 use serde_json::{Map, Value, json};
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The `kayentaCanary` stage.
@@ -311,26 +310,13 @@ impl KayentaCanary {
         ctx: &mut StageCtx,
     ) -> Result<(CanaryConfig, i64), String> {
         let pinned = ctx.context.get("canaryConfigVersion").and_then(Value::as_i64);
-        let record = self
-            .services
-            .store
-            .get_document(KIND, name, pinned)
-            .await
-            .map_err(|e| format!("could not read canary config \"{name}\": {e}"))?
-            .ok_or_else(|| match pinned {
-                Some(v) => format!("canary config \"{name}\" version {v} no longer exists"),
-                None => format!(
-                    "canary config \"{name}\" not found; apply a CanaryConfig document named \"{name}\" first"
-                ),
-            })?;
-        let config = validate_canary_config(&record.body, &self.services.sources)
-            .map_err(|p| format!("canary config \"{name}\" is invalid: {p}"))?;
+        let (config, version) = compare::load_config(&self.services, name, pinned).await?;
         ctx.context
-            .insert("canaryConfigVersion".into(), json!(record.version));
+            .insert("canaryConfigVersion".into(), json!(version));
         ctx.outputs.insert("canaryConfigName".into(), json!(name));
         ctx.outputs
-            .insert("canaryConfigVersion".into(), json!(record.version));
-        Ok((config, record.version))
+            .insert("canaryConfigVersion".into(), json!(version));
+        Ok((config, version))
     }
 
     /// Fetches every metric for both sides of interval `k` and judges it.
@@ -349,67 +335,32 @@ impl KayentaCanary {
             secs(started_ms + from - offset),
             secs(started_ms + to - offset),
         );
-        let mut fetches = Vec::new();
-        for metric in &config.metrics {
+        let data = compare::fetch_metrics(&self.services.sources, config, |metric| {
             let scope_name = metric.scope_name.as_str();
-            let Some(scope) = c.scopes.iter().find(|s| s.name == scope_name) else {
-                return Err(format!(
+            let scope = c.scopes.iter().find(|s| s.name == scope_name).ok_or_else(|| {
+                format!(
                     "metric \"{}\" uses scope \"{scope_name}\", which the stage does not define",
                     metric.name
-                ));
-            };
-            let sources = self.services.sources.clone();
-            let (query, name) = (metric.query.clone(), metric.name.clone());
-            let scope = scope.clone();
-            fetches.push(tokio::spawn(async move {
-                let side = |scope_value: &str, location: &str, start: u64, end: u64| {
-                    let (sources, query, name) = (&sources, &query, &name);
-                    let (scope_value, location) = (scope_value.to_string(), location.to_string());
-                    async move {
-                        let q = crate::MetricQuery {
-                            query,
-                            metric: name,
-                            scope: &scope_value,
-                            location: &location,
-                            start,
-                            end,
-                            step: scope.step,
-                        };
-                        sources.fetch(&q).await
-                    }
-                };
-                let (baseline, canary) = tokio::join!(
-                    side(&scope.control, &scope.control_location, base_start, base_end),
-                    side(
-                        &scope.experiment,
-                        &scope.experiment_location,
-                        canary_start,
-                        canary_end
-                    )
-                );
-                let data = match (baseline, canary) {
-                    (Ok(baseline), Ok(canary)) => {
-                        MetricData::Samples(MetricSamples { baseline, canary })
-                    }
-                    (Err(e), _) => MetricData::Error(format!("baseline: {e}")),
-                    (_, Err(e)) => MetricData::Error(format!("canary: {e}")),
-                };
-                (name, data)
-            }));
-        }
-        let mut data = BTreeMap::new();
-        for fetch in fetches {
-            let (name, d) = fetch
-                .await
-                .map_err(|e| format!("a metric fetch stopped: {e}"))?;
-            data.insert(name, d);
-        }
-        let (config, thresholds) = (config.clone(), c.thresholds);
-        let result = tokio::task::spawn_blocking(move || {
-            ferry_judge::judge::judge(&config, &data, thresholds)
+                )
+            })?;
+            Ok(compare::Pair {
+                baseline: compare::Side {
+                    scope: scope.control.clone(),
+                    location: scope.control_location.clone(),
+                    start: base_start,
+                    end: base_end,
+                },
+                canary: compare::Side {
+                    scope: scope.experiment.clone(),
+                    location: scope.experiment_location.clone(),
+                    start: canary_start,
+                    end: canary_end,
+                },
+                step: scope.step,
+            })
         })
-        .await
-        .map_err(|e| format!("the judge stopped: {e}"))?;
+        .await?;
+        let result = compare::judge(config.clone(), data, c.thresholds).await?;
         let window = json!({
             "interval": k,
             "canary": {"start": canary_start, "end": canary_end},

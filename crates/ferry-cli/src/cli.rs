@@ -262,7 +262,7 @@ pub enum CanaryCommand {
     #[command(after_help = "\
 Examples:
   ferry canary judge --config canary.yaml --baseline baseline.json --canary canary.json
-  ferry canary judge --config canary.yaml --baseline b.json --canary c.json -o json
+  ferry canary judge --config canary.yaml --baseline b.json --canary c.json -o table
 
 The sample files are JSON (or YAML) objects: metric name → array of numbers (null = NaN), one
 file per side. The result has every metric's classification, p-value, Hodges-Lehmann estimate,
@@ -298,8 +298,8 @@ pub struct CanaryJudgeArgs {
     /// Score at or above which the result is Marginal (below: Fail).
     #[arg(long, default_value_t = 50.0)]
     pub marginal: f64,
-    /// Output format: a table, or the full result as JSON or YAML.
-    #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+    /// Output format: the full result as JSON (the default) or YAML, or a table.
+    #[arg(short = 'o', long, value_enum, default_value_t = Output::Json)]
     pub output: Output,
 }
 

@@ -245,4 +245,26 @@ mod tests {
         let batch = files::parse_sources(&example_sources()).unwrap();
         assert_eq!(commands::validate_batch(&batch).unwrap(), 5);
     }
+
+    /// Every document in `examples/shop/deploy/` (the canary and rollout pipelines, their
+    /// canary config and analysis template too) validates offline.
+    #[test]
+    fn every_shop_example_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/deploy");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        let sources: Vec<files::SourceText> = names
+            .iter()
+            .map(|p| files::SourceText {
+                name: p.display().to_string(),
+                text: std::fs::read_to_string(p).unwrap(),
+            })
+            .collect();
+        let batch = files::parse_sources(&sources).unwrap();
+        assert_eq!(commands::validate_batch(&batch).unwrap(), batch.documents.len());
+        assert!(batch.documents.len() >= 9, "{}", batch.documents.len());
+    }
 }

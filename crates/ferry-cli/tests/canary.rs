@@ -2,7 +2,9 @@
 //! built-in load balancer, canary stage, judge) runs the example `canary` pipeline while a load
 //! generator sends continuous requests through the load balancer. A version that fails 10 % of
 //! requests and a version 200 ms slower must each be caught and removed automatically; a good
-//! version must be promoted. Each case prints the share of requests the new version served.
+//! version must be promoted. Then the example `rollout` pipeline (Argo Rollouts' canary steps with
+//! an analysis by the same judge) aborts a version with 10 % errors and promotes a good one.
+//! Each case prints the share of requests the new version served.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,7 +14,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use support::{Api, KillInstances, Load, free_port, shop_binary, start_load};
+use support::{Api, Ferry, Load, free_port, shop_binary, start_load};
 
 fn example(name: &str) -> Vec<Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,10 +31,10 @@ struct Seen {
     new_version_errors: u64,
 }
 
-async fn canary_case(api: &Api, load: &Load, params: Value) -> (Value, Seen) {
+async fn canary_case(api: &Api, load: &Load, params: Value, pipeline: &str) -> (Value, Seen) {
     let version = params["version"].as_str().unwrap().to_string();
     let before = load.by_version.lock().unwrap().clone();
-    let e = api.run("canary", params).await;
+    let e = api.run(pipeline, params).await;
     let after = load.by_version.lock().unwrap().clone();
     let count = |m: &std::collections::BTreeMap<String, (u64, u64)>| -> u64 {
         m.values().map(|(n, _)| n).sum()
@@ -79,26 +81,14 @@ async fn server_groups(api: &Api) -> Vec<(String, bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let shop = shop_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let options = ferry_cli::server::ServerOptions {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        database_url: None,
-        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        allow_url_hosts: vec![],
-        max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
-        prometheus_url: None,
-    };
-    let _cleanup = KillInstances(options.data_dir.join("host"));
-    let server = ferry_cli::server::start(&options).await.unwrap();
-    let token = std::fs::read_to_string(options.data_dir.join("admin.token")).unwrap();
-    let api = Api {
-        base: format!("http://{}", server.addr),
-        token: token.trim().to_string(),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-    };
+    // Bindings drop in reverse: the server first, then the instance cleanup, then the directory.
+    let Ferry {
+        _dir,
+        _cleanup,
+        api,
+        server,
+    } = Ferry::start().await;
 
     // The example's canary config and pipeline, as shipped; a load balancer on a free port.
     let lb_port = free_port();
@@ -119,6 +109,23 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
                 "env": {"SECTION": "kids", "VERSION": "${parameters.version}"}},
             "healthCheck": {"path": "/health", "intervalMs": 200, "healthyThreshold": 1}}]}]}));
     docs.extend(example("canary-config.yaml"));
+    // The example rollout pipeline, with its steps' pause shortened, and the example analysis
+    // template sped up (a judgment every 3 s over the last 3 s, 1-s samples).
+    let mut rollout = example("rollout.json").remove(0);
+    rollout["stages"][0]["strategy"]["canary"]["steps"][3] = json!({"pause": {"duration": "1s"}});
+    rollout["stages"][0]["strategy"]["canary"]["scaleDownDelaySeconds"] = json!(0);
+    let mut manual = rollout.clone();
+    manual["name"] = json!("rollout-manual");
+    manual["stages"][0]["strategy"]["canary"]["steps"] = json!([{"setWeight": 30}, {"pause": {}}]);
+    docs.push(rollout);
+    docs.push(manual);
+    let mut template = example("analysis-template.yaml").remove(0);
+    template["metrics"][0]["initialDelay"] = json!("3s");
+    template["metrics"][0]["interval"] = json!("3s");
+    template["metrics"][0]["count"] = json!(2);
+    template["metrics"][0]["provider"]["judge"]["step"] = json!(1);
+    template["metrics"][0]["provider"]["judge"]["lookback"] = json!("3s");
+    docs.push(template);
     docs.extend(example("canary.json"));
     let (status, v) = api
         .call(
@@ -154,7 +161,7 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     assert!(load.ok.load(Ordering::Relaxed) > 0, "no traffic through the load balancer");
 
     // 1. 10 % errors.
-    let (e, seen) = canary_case(&api, &load, fast("2.0.0", json!({"failureRate": "0.1"}))).await;
+    let (e, seen) = canary_case(&api, &load, fast("2.0.0", json!({"failureRate": "0.1"})), "canary").await;
     assert_eq!(e["status"], "TERMINAL", "{e}");
     let analysis = stage(&e, "Canary analysis");
     assert_eq!(analysis["status"], "FAILED_CONTINUE", "{analysis}");
@@ -188,7 +195,7 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     );
 
     // 2. +200 ms.
-    let (e, seen) = canary_case(&api, &load, fast("3.0.0", json!({"latencyMs": "200"}))).await;
+    let (e, seen) = canary_case(&api, &load, fast("3.0.0", json!({"latencyMs": "200"})), "canary").await;
     assert_eq!(e["status"], "TERMINAL", "{e}");
     let analysis = stage(&e, "Canary analysis");
     let latency = &analysis["outputs"]["intervals"][0]["metrics"][1];
@@ -215,7 +222,7 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     assert_eq!(enabled.len(), 1, "{enabled:?}");
 
     // 3. a good version is promoted.
-    let (e, seen) = canary_case(&api, &load, fast("4.0.0", json!({}))).await;
+    let (e, seen) = canary_case(&api, &load, fast("4.0.0", json!({})), "canary").await;
     assert_eq!(e["status"], "SUCCEEDED", "{e}");
     let analysis = stage(&e, "Canary analysis");
     assert_eq!(analysis["status"], "SUCCEEDED");
@@ -228,14 +235,107 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         seen.new_version, seen.total
     );
 
+    // 4. A progressive rollout (Argo Rollouts' canary steps) judged by the same canary config:
+    // 20 % of traffic, analysis, then everything. A version with 10 % errors is aborted and the
+    // stable version takes its traffic back; a good one is promoted.
+    let (e, seen) = canary_case(
+        &api,
+        &load,
+        json!({"version": "5.0.0", "shopBinary": shop.display().to_string(), "failureRate": "0.1"}),
+        "rollout",
+    )
+    .await;
+    assert_eq!(e["status"], "TERMINAL", "{e}");
+    let rollout = &stage(&e, "Roll out")["outputs"]["rollout"];
+    assert_eq!(rollout["status"], "Degraded", "{rollout}");
+    assert_eq!(rollout["analysis"]["phase"], "Failed", "{rollout}");
+    println!(
+        "rollout, 10 % errors: the bad version served {} of {} requests ({:.2} %) before the abort",
+        seen.new_version,
+        seen.total,
+        100.0 * seen.new_version as f64 / seen.total.max(1) as f64
+    );
+    assert!(seen.new_version > 0, "the canary got no traffic");
+    assert!((seen.new_version as f64) < 0.30 * seen.total as f64);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "4.0.0");
+
+    let (e, _) = canary_case(
+        &api,
+        &load,
+        json!({"version": "6.0.0", "shopBinary": shop.display().to_string()}),
+        "rollout",
+    )
+    .await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}");
+    assert_eq!(stage(&e, "Roll out")["outputs"]["rollout"]["status"], "Healthy");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "6.0.0");
+
+    // 5. The rollout commands, as `ferry rollout` sends them: a rollout that pauses until
+    // promoted, promoted from the CLI; then undone back to 6.0.0.
+    let client = ferry_cli::client::ApiClient::new(
+        &api.base,
+        Some(api.token.clone()),
+        ferry_cli::client::TokenSource::Given,
+    )
+    .unwrap();
+    let (status, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/applications/shop/pipelines/rollout-manual/run",
+            Some(json!({"parameters": {"version": "7.0.0", "shopBinary": shop.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, e) = api
+            .call(reqwest::Method::GET, &format!("/api/v1/executions/{id}"), None)
+            .await;
+        if e["stages"][0]["outputs"]["rollout"]["status"] == "Paused" {
+            let text = ferry_cli::rollout::status_text(&e["stages"][0]);
+            assert!(text.contains("Paused") && text.contains("canary weight 30%"), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never paused: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let args = |id: &str| ferry_cli::cli::RolloutArgs {
+        execution: id.to_string(),
+        stage: None,
+    };
+    ferry_cli::rollout::run(
+        &client,
+        &ferry_cli::cli::RolloutCommand::Promote {
+            args: args(&id),
+            full: false,
+        },
+    )
+    .await
+    .unwrap();
+    let e = api.wait(&id).await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "7.0.0");
+    ferry_cli::rollout::run(&client, &ferry_cli::cli::RolloutCommand::Undo { args: args(&id) })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "6.0.0");
+
     load.stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
-    // The only failed requests are the ones the 10 %-errors canary answered with 500.
+    // The only failed requests are the ones the two 10 %-errors versions answered with 500.
     let failed = load.failed.load(Ordering::Relaxed);
     let by = load.by_version.lock().unwrap().clone();
-    let injected = by.get("2.0.0").map_or(0, |(_, errors)| *errors);
+    let injected: u64 = ["2.0.0", "5.0.0"]
+        .iter()
+        .map(|v| by.get(*v).map_or(0, |(_, errors)| *errors))
+        .sum();
     assert_eq!(failed, injected, "{:?}", load.first_failures.lock().unwrap());
 
     for (name, _) in server_groups(&api).await {

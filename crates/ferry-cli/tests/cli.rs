@@ -763,7 +763,7 @@ fn canary_judge_works_offline_on_recorded_samples() {
             .args(extra);
         run(cmd)
     };
-    let out = judge(&["-o", "json"]);
+    let out = judge(&[]);
     assert_eq!(out.code, 0, "{out:#?}");
     let v = out.json();
     assert_eq!(v["metrics"][0]["name"], "error-rate");
@@ -773,7 +773,7 @@ fn canary_judge_works_offline_on_recorded_samples() {
     assert_eq!(v["summary"]["score"], 0.0, "a critical metric failed: {v}");
     assert_eq!(v["summary"]["classification"], "Fail");
 
-    let table = judge(&[]);
+    let table = judge(&["-o", "table"]);
     assert_eq!(table.code, 0, "{table:#?}");
     assert!(table.stdout.contains("error-rate") && table.stdout.contains("High"), "{}", table.stdout);
     assert!(table.stdout.contains("summary: Fail"), "{}", table.stdout);

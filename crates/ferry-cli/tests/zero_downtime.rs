@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::{Api, KillInstances, Load, free_port, shop_binary, start_load};
+use support::{Ferry, Load, free_port, shop_binary, start_load};
 
 fn deploy_pipeline(name: &str, strategy: &str, shop: &Path, extra: Value) -> Value {
     let mut cluster = json!({
@@ -38,26 +38,14 @@ fn deploy_pipeline(name: &str, strategy: &str, shop: &Path, extra: Value) -> Val
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn deploys_rollbacks_and_resizes_drop_no_request() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let shop = shop_binary();
-    let dir = tempfile::tempdir().unwrap();
-    let options = ferry_cli::server::ServerOptions {
-        listen: "127.0.0.1:0".into(),
-        data_dir: dir.path().join("data"),
-        database_url: None,
-        allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
-        allow_url_hosts: vec![],
-        max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
-        prometheus_url: None,
-    };
-    let _cleanup = KillInstances(options.data_dir.join("host"));
-    let server = ferry_cli::server::start(&options).await.unwrap();
-    let token = std::fs::read_to_string(options.data_dir.join("admin.token")).unwrap();
-    let api = Api {
-        base: format!("http://{}", server.addr),
-        token: token.trim().to_string(),
-        http: reqwest::Client::builder().no_proxy().build().unwrap(),
-    };
+    // Bindings drop in reverse: the server first, then the instance cleanup, then the directory.
+    let Ferry {
+        _dir,
+        _cleanup,
+        api,
+        server,
+    } = Ferry::start().await;
     let lb_port = free_port();
     let docs = json!({"documents": [
         {"kind": "Application", "name": "shop"},

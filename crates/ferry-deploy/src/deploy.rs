@@ -393,11 +393,12 @@ impl TypedStage for Deploy {
 
     async fn cancel(
         &self,
-        _config: Option<&DeployConfig>,
+        config: Option<&DeployConfig>,
         ctx: &mut StageCtx,
     ) -> Result<(), StageError> {
         let mut progress: Vec<Progress> = state::get(&ctx.context, PROGRESS).unwrap_or_default();
-        for p in &mut progress {
+        for (i, p) in progress.iter_mut().enumerate() {
+            let artifact = config.and_then(|c| c.clusters.get(i)).map(|c| &c.artifact);
             let untouched = matches!(
                 p.phase,
                 Phase::Creating
@@ -417,9 +418,15 @@ impl TypedStage for Deploy {
             };
             let name = match &p.server_group {
                 Some(n) => Some(n.clone()),
-                None => adoptable(provider.as_ref(), p, &ctx.execution.id, ctx.started_at())
-                    .await
-                    .map(|g| g.name),
+                None => adoptable(
+                    provider.as_ref(),
+                    p,
+                    artifact,
+                    &ctx.execution.id,
+                    ctx.started_at(),
+                )
+                .await
+                .map(|g| g.name),
             };
             if let Some(name) = name {
                 disable_and_destroy(provider.as_ref(), &p.account, &name)
@@ -435,10 +442,13 @@ impl TypedStage for Deploy {
 }
 
 /// A server group of the cluster this execution created that is not one of the recorded
-/// ancestors: the result of a create whose outcome was not committed.
+/// ancestors: the result of a create whose outcome was not committed. It must run this
+/// stage's artifact: two stages of one execution may deploy into the same cluster at once (a
+/// baseline and a canary), and neither may take the other's server group.
 async fn adoptable(
     provider: &dyn Provider,
     p: &Progress,
+    artifact: Option<&ferry_provider::Artifact>,
     execution_id: &str,
     stage_started: i64,
 ) -> Option<ServerGroup> {
@@ -449,6 +459,7 @@ async fn adoptable(
         !p.ancestors.contains(&g.name)
             && g.execution_id.as_deref() == Some(execution_id)
             && g.created_at >= stage_started - 1_000
+            && artifact.is_none_or(|a| &g.artifact == a)
     })
 }
 
@@ -667,7 +678,20 @@ impl Deploy {
         ctx: &mut StageCtx,
     ) -> Step {
         let rolling = c.strategy == Strategy::RollingRedBlack;
-        let group = match adoptable(provider, p, &ctx.execution.id, ctx.started_at()).await {
+        // Only a step re-run after a restart can find a create whose outcome was not committed.
+        let adopted = if ctx.recovered {
+            adoptable(
+                provider,
+                p,
+                Some(&c.artifact),
+                &ctx.execution.id,
+                ctx.started_at(),
+            )
+            .await
+        } else {
+            None
+        };
+        let group = match adopted {
             Some(g) => {
                 tracing::info!(server_group = %g.name, "deploy adopts the server group created before a restart");
                 ctx.context.insert("deploy.adopted".into(), json!(g.name));

@@ -42,12 +42,16 @@ pub fn sort_floats(values: &mut [f64]) {
         values.sort_unstable_by(f64::total_cmp);
         return;
     }
-    let keys: Vec<u64> = values.iter().map(|&v| key(v)).collect();
     let (mut lo, mut hi) = (u64::MAX, 0u64);
-    for &k in &keys {
-        lo = lo.min(k);
-        hi = hi.max(k);
-    }
+    let keys: Vec<u64> = values
+        .iter()
+        .map(|&v| {
+            let k = key(v);
+            lo = lo.min(k);
+            hi = hi.max(k);
+            k
+        })
+        .collect();
     let span = hi - lo;
     if span == 0 {
         return;
@@ -59,24 +63,34 @@ pub fn sort_floats(values: &mut [f64]) {
     }
     let buckets = (span >> shift) as usize + 1;
     let bucket = |k: u64| ((k - lo) >> shift) as usize;
-    let mut starts = vec![0u32; buckets + 1];
+    // offsets[b] starts as the first slot of bucket b and ends as the first slot after it.
+    let mut offsets = vec![0u32; buckets];
+    let mut largest = 0;
     for &k in &keys {
-        starts[bucket(k) + 1] += 1;
+        let count = &mut offsets[bucket(k)];
+        *count += 1;
+        largest = largest.max(*count);
     }
-    for b in 0..buckets {
-        starts[b + 1] += starts[b];
+    let mut sum = 0;
+    for o in &mut offsets {
+        let count = *o;
+        *o = sum;
+        sum += count;
     }
-    let mut next = starts.clone();
     let mut sorted = vec![0u64; n];
     for &k in &keys {
-        let slot = &mut next[bucket(k)];
+        let slot = &mut offsets[bucket(k)];
         sorted[*slot as usize] = k;
         *slot += 1;
     }
-    for w in starts.windows(2) {
-        let (a, b) = (w[0] as usize, w[1] as usize);
-        if b - a > SMALL_BUCKET {
-            sorted[a..b].sort_unstable();
+    if largest as usize > SMALL_BUCKET {
+        let mut start = 0;
+        for &end in &offsets {
+            let (a, b) = (start as usize, end as usize);
+            if b - a > SMALL_BUCKET {
+                sorted[a..b].sort_unstable();
+            }
+            start = end;
         }
     }
     // Insertion pass: values are already in their bucket ranges.

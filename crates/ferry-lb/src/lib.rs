@@ -36,6 +36,18 @@
 //!   [`Lb::shutdown`] drains first.
 //! - **Bounded.** Request heads are capped ([`LbSettings::max_header_bytes`], 431 beyond),
 //!   connections per listener are capped, connects and response heads time out (502/504).
+//! - **Cheap per request.** Nothing on the request path looks anything up by name or takes a
+//!   lock shared with the other workers: routing tables carry each group's metric handles
+//!   (resolved when the table is built), connections keep the table they last used and only
+//!   compare a version number, counters written by every request sit on cache lines of their
+//!   own, and each connection reuses one timer for its response timeout and one for its header
+//!   read timeout (moving a timer later is an atomic store; a new one per request is a timer-wheel
+//!   insertion and removal).
+//! - **Samples for canary analysis.** Besides the Prometheus metrics, each server group records
+//!   one bucket per second — requests, errors (status 500 or above, the load balancer's own 502
+//!   and 504 included), latency sum and maximum — in a lock-free ring of the last 3,600 seconds,
+//!   read with [`Lb::samples`]. Buckets are keyed by unix second and kept for an hour after a
+//!   group leaves the configuration, so an analysis can still read a group just removed.
 //!
 //! Not supported: TLS, HTTP/2, WebSocket/`Upgrade` (the header is stripped as hop-by-hop),
 //! sticky sessions, header- or host-based routes, a timeout on response bodies once the head

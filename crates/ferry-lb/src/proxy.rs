@@ -38,7 +38,8 @@ pub(crate) fn later(now: Instant, by: Duration) -> Instant {
         .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
-/// Per client connection: the listener's table slot and the peer.
+/// Per client connection: the listener's routing table, the peer, and what the connection
+/// needs for its timeouts.
 pub(crate) struct ConnContext {
     pub shared: Arc<Shared>,
     /// The listener's current table.

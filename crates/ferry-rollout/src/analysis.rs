@@ -138,8 +138,6 @@
 mod measure;
 mod parse;
 #[cfg(test)]
-mod testprom;
-#[cfg(test)]
 mod tests;
 
 pub use measure::{

@@ -4,40 +4,11 @@
 use serde_json::Value;
 use std::time::Duration;
 
-/// Parses `30s`, `1m30s`, `500ms`, `2h` or `45` (seconds).
+/// Parses `30s`, `1m30s`, `500ms`, `2h` or `45` (seconds), with the analysis parser's rules.
 pub fn parse(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
-    }
-    let mut total = 0.0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return None;
-        }
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let factor = match &rest[..unit_len] {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += number * factor;
-        rest = &rest[unit_len..];
-    }
-    total.is_finite().then(|| Duration::from_secs_f64(total))
+    crate::analysis::parse_duration_ms(text)
+        .ok()
+        .map(Duration::from_millis)
 }
 
 /// A JSON value holding a duration: a string as [`parse`] reads it, or a number of seconds.

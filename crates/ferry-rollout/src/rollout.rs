@@ -34,6 +34,16 @@
 //! The first rollout of a cluster (nothing serving yet) has nothing to compare against and is
 //! promoted at once, as Argo Rollouts does.
 //!
+//! Blue/green (`strategy.blueGreen`): the new server group (the preview) is created disabled —
+//! no traffic — with `previewReplicaCount` instances (default all) and waits until healthy;
+//! `prePromotionAnalysis` runs against it (args `preview` and `preview-address`, the
+//! `host:port` of one of its instances); then, with `autoPromotionEnabled: false` it waits to be
+//! promoted, with `autoPromotionSeconds` it waits that long; it is scaled to full capacity and
+//! traffic switches at once (the new one enabled, the old ones disabled, draining).
+//! `postPromotionAnalysis` runs next; if it fails, the old version — still running — is switched
+//! back instantly. After `scaleDownDelaySeconds` the old version is scaled to 0. Ferry has no
+//! preview listener: the preview is reached at its instances.
+//!
 //! Status (output `rollout.status`): Progressing, Paused, Healthy, Degraded.
 
 use crate::analysis::{self, AnalysisPhase, AnalysisRun};
@@ -97,6 +107,8 @@ pub struct RolloutConfig {
     pub scale_down_delay: Duration,
     /// `strategy.canary.failedChecksLimit`: failed `rollout` webhook checks tolerated, default 0.
     pub failed_checks_limit: u32,
+    /// `strategy.blueGreen`, instead of canary steps.
+    pub blue_green: Option<BlueGreen>,
     /// `webhooks[]`.
     pub webhooks: Vec<Webhook>,
 }
@@ -123,6 +135,11 @@ enum Phase {
     Creating,
     WaitingUp,
     Steps,
+    PrePromotion,
+    AwaitingPromotion,
+    ScalingUp,
+    Switching,
+    PostPromotion,
     Promoting,
     ScaleDownDelay,
     Done,
@@ -150,6 +167,10 @@ struct RolloutState {
     /// The analysis spec in force for the current step (templates resolved when it began).
     analysis_spec: Option<Value>,
     failed_checks: u32,
+    /// `host:port` of the new server group's first healthy instance.
+    preview_address: Option<String>,
+    /// Blue/green: the preview was given its full capacity.
+    scaled_up: bool,
     up_deadline: i64,
     scale_down_at: i64,
     message: Option<String>,
@@ -190,43 +211,89 @@ fn parse_step(f: &mut Fields<'_>) -> Option<RolloutStep> {
                 },
             }
         }
-        _ => {
-            let path = f.path_of("analysis");
-            let value = f.get("analysis")?.clone();
-            let mut a = f.child("analysis")?;
-            let mut templates = Vec::new();
-            ferry_deploy::spec::each_element(&mut a, "templates", |t, _| {
-                if let Some(name) = t.required_str("templateName") {
-                    templates.push(name);
-                }
-            });
-            let mut args = BTreeMap::new();
-            ferry_deploy::spec::each_element(&mut a, "args", |t, _| {
-                if let (Some(name), Some(value)) = (t.required_str("name"), t.required_str("value"))
-                {
-                    args.insert(name, value);
-                }
-            });
-            let inline = if a.get("metrics").is_some() {
-                let _ = analysis::parse_analysis(&value, &path, a.problems);
-                Some(value.clone())
-            } else {
-                None
-            };
-            if templates.is_empty() && inline.is_none() {
-                a.problem(
-                    "templates",
-                    "is required: [{templateName}] of applied AnalysisTemplates, or give metrics inline",
-                );
-                return None;
-            }
-            Some(RolloutStep::Analysis(AnalysisStep {
-                templates,
-                inline,
-                args,
-            }))
+        _ => analysis_ref(f, "analysis").map(RolloutStep::Analysis),
+    }
+}
+
+/// Reads an analysis reference at `key`: `{templates: [{templateName}], args: [{name, value}]}`
+/// and/or inline `{metrics: [...]}`.
+fn analysis_ref(f: &mut Fields<'_>, key: &str) -> Option<AnalysisStep> {
+    let path = f.path_of(key);
+    let value = f.get(key)?.clone();
+    let mut a = f.child(key)?;
+    let mut templates = Vec::new();
+    ferry_deploy::spec::each_element(&mut a, "templates", |t, _| {
+        if let Some(name) = t.required_str("templateName") {
+            templates.push(name);
+        }
+    });
+    let mut args = BTreeMap::new();
+    ferry_deploy::spec::each_element(&mut a, "args", |t, _| {
+        if let (Some(name), Some(value)) = (t.required_str("name"), t.required_str("value")) {
+            args.insert(name, value);
+        }
+    });
+    let inline = if a.get("metrics").is_some() {
+        if a.is_lenient() {
+            let _ = analysis::parse_analysis_lenient(&value, &path, a.problems);
+        } else {
+            let _ = analysis::parse_analysis(&value, &path, a.problems);
+        }
+        Some(value.clone())
+    } else {
+        None
+    };
+    if templates.is_empty() && inline.is_none() {
+        a.problem(
+            "templates",
+            "is required: [{templateName}] of applied AnalysisTemplates, or give metrics inline",
+        );
+        return None;
+    }
+    Some(AnalysisStep {
+        templates,
+        inline,
+        args,
+    })
+}
+
+/// `strategy.blueGreen`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BlueGreen {
+    /// `autoPromotionEnabled` (default true): promote without a person.
+    pub auto_promotion_enabled: bool,
+    /// `autoPromotionSeconds`: wait this long before promoting by itself.
+    pub auto_promotion_after: Option<Duration>,
+    /// `prePromotionAnalysis`: runs against the preview before the switch.
+    pub pre_promotion: Option<AnalysisStep>,
+    /// `postPromotionAnalysis`: runs after the switch; failing switches back.
+    pub post_promotion: Option<AnalysisStep>,
+    /// `previewReplicaCount`: instances of the preview until promotion (default: all).
+    pub preview_replicas: Option<u32>,
+}
+
+fn read_blue_green(b: &mut Fields<'_>) -> Option<BlueGreen> {
+    let before = b.problems.len();
+    for key in ["activeService", "previewService"] {
+        if b.get(key).is_some() {
+            b.problem(
+                key,
+                "does not apply: the cluster's load balancers are the active service; the preview is reached at its instances (args preview-address)",
+            );
         }
     }
+    let auto_promotion_enabled = b.bool_or("autoPromotionEnabled", true);
+    let auto_promotion_after = b.opt_u64("autoPromotionSeconds").map(Duration::from_secs);
+    let pre_promotion = analysis_ref(b, "prePromotionAnalysis");
+    let post_promotion = analysis_ref(b, "postPromotionAnalysis");
+    let preview_replicas = b.opt_u64("previewReplicaCount").map(|n| n.min(1000) as u32);
+    (b.problems.len() == before).then_some(BlueGreen {
+        auto_promotion_enabled,
+        auto_promotion_after,
+        pre_promotion,
+        post_promotion,
+        preview_replicas,
+    })
 }
 
 fn read_config(f: &mut Fields<'_>) -> Option<RolloutConfig> {
@@ -251,7 +318,19 @@ fn read_config(f: &mut Fields<'_>) -> Option<RolloutConfig> {
     let mut steps = Vec::new();
     let mut scale_down_delay = Duration::from_secs(30);
     let mut failed_checks_limit = 0;
+    let mut blue_green = None;
     match f.child("strategy") {
+        Some(mut s) if s.get("blueGreen").is_some() => {
+            if s.get("canary").is_some() {
+                s.problem("canary", "give canary or blueGreen, not both");
+            }
+            if let Some(mut b) = s.child("blueGreen") {
+                if let Some(d) = b.opt_u64("scaleDownDelaySeconds") {
+                    scale_down_delay = Duration::from_secs(d);
+                }
+                blue_green = read_blue_green(&mut b);
+            }
+        }
         Some(mut s) => match s.child("canary") {
             Some(mut c) => {
                 ferry_deploy::spec::each_element(&mut c, "steps", |st, _| {
@@ -268,10 +347,13 @@ fn read_config(f: &mut Fields<'_>) -> Option<RolloutConfig> {
             }
             None => s.problem(
                 "canary",
-                "is required: {steps: [...]} (blue/green is not supported yet)",
+                "is required: {steps: [...]}, or give blueGreen: {...}",
             ),
         },
-        None => f.problem("strategy", "is required: {canary: {steps: [...]}}"),
+        None => f.problem(
+            "strategy",
+            "is required: {canary: {steps: [...]}} or {blueGreen: {...}}",
+        ),
     }
     let webhooks = webhook::parse_webhooks(f);
     if f.problems.len() > before {
@@ -282,6 +364,7 @@ fn read_config(f: &mut Fields<'_>) -> Option<RolloutConfig> {
         steps,
         scale_down_delay,
         failed_checks_limit,
+        blue_green,
         webhooks: webhooks.unwrap_or_default(),
     })
 }
@@ -410,6 +493,11 @@ impl Rollout {
         args.insert("stable".into(), st.stable.first().cloned().unwrap_or_default());
         args.insert("canary-weight".into(), st.weight.to_string());
         args.insert("cluster".into(), st.cluster.clone());
+        args.insert("preview".into(), st.canary.clone().unwrap_or_default());
+        args.insert("active".into(), st.stable.first().cloned().unwrap_or_default());
+        if let Some(address) = &st.preview_address {
+            args.insert("preview-address".into(), address.clone());
+        }
         args.insert("application".into(), st.application.clone());
         let prometheus = self.services.prometheus.as_deref();
         let env = analysis::AnalysisEnv {
@@ -466,9 +554,20 @@ impl Rollout {
             st.phase = Phase::Aborting;
         }
         let promote = ctx.context.remove("promote");
-        if matches!(promote, Some(Value::String(ref s)) if s == "full") && st.phase == Phase::Steps {
-            st.message = Some("fully promoted by a user: remaining steps skipped".into());
-            st.step = c.steps.len();
+        if matches!(promote, Some(Value::String(ref s)) if s == "full") {
+            match st.phase {
+                Phase::Steps => {
+                    st.message = Some("fully promoted by a user: remaining steps skipped".into());
+                    st.step = c.steps.len();
+                }
+                Phase::PrePromotion | Phase::AwaitingPromotion => {
+                    st.message = Some("fully promoted by a user: analysis skipped".into());
+                    st.analysis = None;
+                    st.analysis_spec = None;
+                    st.phase = Phase::ScalingUp;
+                }
+                _ => {}
+            }
         }
 
         match st.phase {
@@ -509,16 +608,23 @@ impl Rollout {
             }
             Phase::Creating => {
                 let started = ctx.started_at();
-                let adopted = cluster_groups(provider, &st.application, &st.account, &st.cluster)
-                    .await
-                    .ok()
-                    .and_then(|groups| {
-                        groups.into_iter().rev().find(|g| {
-                            !st.stable.contains(&g.name)
-                                && g.execution_id.as_deref() == Some(execution_id.as_str())
-                                && g.created_at >= started - 1_000
+                // Only a step re-run after a restart can find a create whose outcome was not
+                // committed; it must run this rollout's artifact.
+                let adopted = if ctx.recovered {
+                    cluster_groups(provider, &st.application, &st.account, &st.cluster)
+                        .await
+                        .ok()
+                        .and_then(|groups| {
+                            groups.into_iter().rev().find(|g| {
+                                !st.stable.contains(&g.name)
+                                    && g.execution_id.as_deref() == Some(execution_id.as_str())
+                                    && g.created_at >= started - 1_000
+                                    && g.artifact == c.cluster.artifact
+                            })
                         })
-                    });
+                } else {
+                    None
+                };
                 let first = st.stable.is_empty();
                 let group = match adopted {
                     Some(g) => g,
@@ -531,15 +637,22 @@ impl Rollout {
                             Ok(m) => m,
                             Err(e) => return Step::Failed { error: e.to_string() },
                         };
+                        let blue_green = c.blue_green.as_ref().filter(|_| !first);
+                        let mut capacity = c.cluster.capacity;
+                        if let Some(n) = blue_green.and_then(|b| b.preview_replicas) {
+                            capacity.desired = n.min(capacity.desired);
+                            capacity.min = capacity.min.min(capacity.desired);
+                        }
                         let spec = ServerGroupSpec {
                             account: st.account.clone(),
                             moniker,
-                            capacity: c.cluster.capacity,
+                            capacity,
                             artifact: c.cluster.artifact.clone(),
                             health_check: c.cluster.health_check.clone(),
                             load_balancers: c.cluster.load_balancers.clone(),
-                            enabled: true,
-                            weight: if first { 100 } else { 0 },
+                            // Blue/green: the preview takes no traffic until the switch.
+                            enabled: blue_green.is_none(),
+                            weight: if first || blue_green.is_some() { 100 } else { 0 },
                             deployed_by: ctx.execution.trigger.user.clone(),
                             execution_id: Some(execution_id.clone()),
                         };
@@ -557,6 +670,9 @@ impl Rollout {
                     }
                 };
                 st.weight = if first { 100 } else { 0 };
+                if c.blue_green.is_some() && !first {
+                    st.weight = 0;
+                }
                 st.canary = Some(group.name.clone());
                 ctx.context
                     .insert("serverGroupName".into(), json!(group.name));
@@ -564,8 +680,18 @@ impl Rollout {
                 st.phase = Phase::WaitingUp;
                 now_step()
             }
-            Phase::WaitingUp => {
+            Phase::WaitingUp | Phase::ScalingUp => {
                 let name = st.canary.clone().unwrap_or_default();
+                if st.phase == Phase::ScalingUp && !st.scaled_up {
+                    // The preview runs previewReplicaCount instances: give it all of them first.
+                    if c.blue_green.as_ref().and_then(|b| b.preview_replicas).is_some()
+                        && let Err(e) = provider.resize(&st.account, &name, c.cluster.capacity).await
+                    {
+                        return self.abort(st, format!("could not scale {name} up: {e}"));
+                    }
+                    st.up_deadline = now_millis() + (c.cluster.deploy_timeout_sec as i64) * 1000;
+                    st.scaled_up = true;
+                }
                 let group = match provider.server_group(&st.account, &name).await {
                     Ok(Some(g)) => g,
                     Ok(None) => return self.abort(st, format!("{name} disappeared")),
@@ -588,9 +714,18 @@ impl Rollout {
                     }
                     Readiness::Waiting => return running(self.services.providers.poll_interval()),
                 }
+                st.preview_address = group
+                    .instances
+                    .iter()
+                    .find(|i| i.state == ferry_provider::InstanceState::Up)
+                    .map(|i| i.address.clone());
                 if st.stable.is_empty() {
                     st.message = Some("first rollout of the cluster: promoted at once".into());
                     st.phase = Phase::Promoting;
+                    return now_step();
+                }
+                if st.phase == Phase::ScalingUp {
+                    st.phase = Phase::Switching;
                     return now_step();
                 }
                 let payload = Self::payload(st, &execution_id);
@@ -599,12 +734,98 @@ impl Rollout {
                 {
                     return self.abort(st, format!("pre-rollout check failed: {e}"));
                 }
+                if c.blue_green.is_some() {
+                    st.phase = Phase::PrePromotion;
+                    st.step_started = now_millis();
+                    return now_step();
+                }
                 st.phase = Phase::Steps;
                 st.step = 0;
                 st.step_started = now_millis();
                 now_step()
             }
             Phase::Steps => self.run_steps(c, st, provider, &execution_id, promote).await,
+            Phase::PrePromotion => {
+                let Some(a) = c.blue_green.as_ref().and_then(|b| b.pre_promotion.clone()) else {
+                    st.phase = Phase::AwaitingPromotion;
+                    st.step_started = now_millis();
+                    return now_step();
+                };
+                match self.analysis_gate(&a, st, promote.is_some(), "pre-promotion").await {
+                    Ok(()) => {
+                        st.phase = Phase::AwaitingPromotion;
+                        st.step_started = now_millis();
+                        now_step()
+                    }
+                    Err(step) => step,
+                }
+            }
+            Phase::AwaitingPromotion => {
+                let Some(b) = c.blue_green.as_ref() else {
+                    st.phase = Phase::Promoting;
+                    return now_step();
+                };
+                let payload = Self::payload(st, &execution_id);
+                if let Err(e) = webhook::call_all(
+                    &self.services.http,
+                    &c.webhooks,
+                    HookType::ConfirmPromotion,
+                    &payload,
+                )
+                .await
+                {
+                    st.status = RolloutStatus::Paused;
+                    st.message = Some(format!("waiting for confirm-promotion: {e}"));
+                    return running(GATE_RETRY);
+                }
+                if promote.is_none() {
+                    if !b.auto_promotion_enabled {
+                        st.status = RolloutStatus::Paused;
+                        st.message = Some("the preview is ready: promote to switch traffic".into());
+                        return Step::AwaitInput;
+                    }
+                    if let Some(after) = b.auto_promotion_after {
+                        let left = st.step_started + after.as_millis() as i64 - now_millis();
+                        if left > 0 {
+                            st.status = RolloutStatus::Paused;
+                            st.message = Some(format!("promoting by itself in {} s", left / 1000 + 1));
+                            return running(Duration::from_millis(left as u64));
+                        }
+                    }
+                }
+                st.status = RolloutStatus::Progressing;
+                st.message = None;
+                st.phase = Phase::ScalingUp;
+                now_step()
+            }
+            Phase::Switching => {
+                let name = st.canary.clone().unwrap_or_default();
+                if let Err(e) = provider.enable(&st.account, &name).await {
+                    return self.abort(st, format!("could not enable {name}: {e}"));
+                }
+                st.weight = 100;
+                for old in st.stable.clone() {
+                    if let Err(e) = provider.disable(&st.account, &old).await {
+                        return self.abort(st, format!("could not disable {old}: {e}"));
+                    }
+                }
+                st.phase = Phase::PostPromotion;
+                st.step_started = now_millis();
+                now_step()
+            }
+            Phase::PostPromotion => {
+                if let Some(a) = c.blue_green.as_ref().and_then(|b| b.post_promotion.clone())
+                    && let Err(step) = self
+                        .analysis_gate(&a, st, promote.is_some(), "post-promotion")
+                        .await
+                {
+                    return step;
+                }
+                st.status = RolloutStatus::Healthy;
+                st.scale_down_at = now_millis() + c.scale_down_delay.as_millis() as i64;
+                st.phase = Phase::ScaleDownDelay;
+                now_step()
+            }
             Phase::Promoting => {
                 if let Err(e) = self.set_weight(provider, st, 100).await {
                     return self.abort(st, e);
@@ -660,6 +881,56 @@ impl Rollout {
                     st.message.clone().unwrap_or_default()
                 ),
             },
+        }
+    }
+
+    /// Runs an analysis to its end: `Ok` once it is Successful (or Inconclusive and promoted
+    /// by a person); otherwise the step to return — wait, pause for a person, or abort.
+    async fn analysis_gate(
+        &self,
+        a: &AnalysisStep,
+        st: &mut RolloutState,
+        promoted: bool,
+        label: &str,
+    ) -> Result<(), Step> {
+        if st
+            .analysis
+            .as_ref()
+            .is_some_and(|r| r.phase == AnalysisPhase::Inconclusive)
+        {
+            if promoted {
+                st.analysis = None;
+                st.analysis_spec = None;
+                return Ok(());
+            }
+            st.status = RolloutStatus::Paused;
+            return Err(Step::AwaitInput);
+        }
+        match self.advance_analysis(a, st).await {
+            Err(e) => Err(self.abort(st, format!("{label}: {e}"))),
+            Ok(Err(after)) => {
+                st.status = RolloutStatus::Progressing;
+                Err(running(after))
+            }
+            Ok(Ok(AnalysisPhase::Successful)) => {
+                st.analysis_spec = None;
+                Ok(())
+            }
+            Ok(Ok(AnalysisPhase::Inconclusive)) => {
+                st.status = RolloutStatus::Paused;
+                st.message = Some(format!(
+                    "{label} was inconclusive: promote to go on, or abort"
+                ));
+                Err(Step::AwaitInput)
+            }
+            Ok(Ok(phase)) => {
+                let detail = st
+                    .analysis
+                    .as_ref()
+                    .and_then(|r| r.message.clone())
+                    .unwrap_or_default();
+                Err(self.abort(st, format!("{label} ended {phase:?}: {detail}")))
+            }
         }
     }
 
@@ -742,39 +1013,10 @@ impl Rollout {
                 }
             }
             RolloutStep::Analysis(a) => {
-                if st.analysis.as_ref().is_some_and(|r| r.phase == AnalysisPhase::Inconclusive) {
-                    if promote.is_some() {
-                        return next(st);
-                    }
-                    st.status = RolloutStatus::Paused;
-                    return Step::AwaitInput;
-                }
-                match self.advance_analysis(&a, st).await {
-                    Err(e) => self.abort(st, e),
-                    Ok(Err(after)) => {
-                        st.status = RolloutStatus::Progressing;
-                        running(after)
-                    }
-                    Ok(Ok(AnalysisPhase::Successful)) => next(st),
-                    Ok(Ok(AnalysisPhase::Inconclusive)) => {
-                        st.status = RolloutStatus::Paused;
-                        st.message = Some(format!(
-                            "analysis at step {} was inconclusive: promote to go on, or abort",
-                            st.step + 1
-                        ));
-                        Step::AwaitInput
-                    }
-                    Ok(Ok(phase)) => {
-                        let detail = st
-                            .analysis
-                            .as_ref()
-                            .and_then(|r| r.message.clone())
-                            .unwrap_or_default();
-                        self.abort(
-                            st,
-                            format!("analysis at step {} ended {phase:?}: {detail}", st.step + 1),
-                        )
-                    }
+                let label = format!("analysis at step {}", st.step + 1);
+                match self.analysis_gate(&a, st, promote.is_some(), &label).await {
+                    Ok(()) => next(st),
+                    Err(step) => step,
                 }
             }
         }

@@ -213,7 +213,14 @@ pub fn validate_batch(
                         "is required: lower-case letters, digits and '-'",
                     ));
                 }
-                let _ = ferry_rollout::analysis::parse_analysis(&body, &prefix, &mut problems);
+                // The template's own fields; the rest is Argo's AnalysisTemplate spec.
+                let mut spec = body.clone();
+                if let Some(o) = spec.as_object_mut() {
+                    for key in ["name", "description", "application"] {
+                        o.remove(key);
+                    }
+                }
+                let _ = ferry_rollout::analysis::parse_analysis(&spec, &prefix, &mut problems);
                 if problems.len() == before {
                     out.push(Document::AnalysisTemplate { name, body });
                 }

@@ -1,7 +1,7 @@
 //! Tests of the `kayentaCanary` stage on a real engine and store, with a scripted metric source.
 
 use super::*;
-use crate::{MetricQuery, MetricSource, SourceError, Sources};
+use crate::{KIND, MetricQuery, MetricSource, SourceError, Sources};
 use ferry_core::{Problem, Status, Store};
 use ferry_engine::conformance::{Case, run, wait_for};
 use ferry_engine::{Engine, EngineConfig, EngineHandle, Registry, RunRequest};

@@ -61,6 +61,46 @@ impl Drop for KillInstances {
     }
 }
 
+/// Ferry's real server wiring (engine, host provider, load balancer, every stage type) on a
+/// free port with a temporary data directory, and an API client holding its admin token.
+pub struct Ferry {
+    pub server: ferry_cli::server::RunningServer,
+    pub api: Api,
+    /// Kills instances a failing test leaves (dropped before the directory).
+    pub _cleanup: KillInstances,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Ferry {
+    pub async fn start() -> Ferry {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let options = ferry_cli::server::ServerOptions {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().join("data"),
+            database_url: None,
+            allow_networks: vec!["127.0.0.0/8".parse().unwrap()],
+            allow_url_hosts: vec![],
+            max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
+            prometheus_url: None,
+        };
+        let cleanup = KillInstances(options.data_dir.join("host"));
+        let server = ferry_cli::server::start(&options).await.unwrap();
+        let token = std::fs::read_to_string(options.data_dir.join("admin.token")).unwrap();
+        let api = Api {
+            base: format!("http://{}", server.addr),
+            token: token.trim().to_string(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+        };
+        Ferry {
+            server,
+            api,
+            _cleanup: cleanup,
+            _dir: dir,
+        }
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -94,6 +134,22 @@ impl Api {
         )
     }
 
+    /// Waits (180 s at most) until the execution completes.
+    pub async fn wait(&self, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let (_, e) = self
+                .call(reqwest::Method::GET, &format!("/api/v1/executions/{id}"), None)
+                .await;
+            let status = e["status"].as_str().unwrap_or("");
+            if ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "execution {id} did not finish: {e}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn run(&self, pipeline: &str, params: Value) -> Value {
         let (status, v) = self
             .call(
@@ -104,25 +160,7 @@ impl Api {
             .await;
         assert_eq!(status, 201, "{v}");
         let id = v["id"].as_str().unwrap().to_string();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            let (_, e) = self
-                .call(
-                    reqwest::Method::GET,
-                    &format!("/api/v1/executions/{id}"),
-                    None,
-                )
-                .await;
-            let status = e["status"].as_str().unwrap_or("");
-            if ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status) {
-                return e;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "execution {id} did not finish: {e}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.wait(&id).await
     }
 }
 

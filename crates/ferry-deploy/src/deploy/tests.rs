@@ -212,6 +212,31 @@ async fn a_traffic_weight_puts_the_new_server_group_beside_the_old_with_a_small_
 }
 
 #[tokio::test]
+async fn parallel_deploys_into_one_cluster_each_keep_their_own_server_group() {
+    // A canary and its baseline: two stages of one execution, same cluster, at the same time.
+    let env = Env::new().await;
+    env.given("prod", "1", 2, true).await;
+    env.fake.set_latency(ferry_provider::fake::Op::Create, Duration::from_millis(100));
+    let mut a = deploy_stage("prod", "1", 1, "", json!({"trafficWeight": 5}));
+    a["refId"] = json!("1");
+    a["name"] = json!("Deploy baseline");
+    let mut b = deploy_stage("prod", "2", 1, "", json!({"trafficWeight": 5}));
+    b["refId"] = json!("2");
+    b["name"] = json!("Deploy canary");
+    let id = env.run(json!([a, b])).await;
+    let e = env.done(&id).await;
+    assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
+    let baseline = e.stages[0].context["serverGroupName"].clone();
+    let canary = e.stages[1].context["serverGroupName"].clone();
+    assert_ne!(baseline, canary);
+    assert_eq!(env.fake.server_group_names().len(), 3);
+    for (stage, version) in [(&baseline, "1"), (&canary, "2")] {
+        let g = env.group(stage.as_str().unwrap()).await.unwrap();
+        assert_eq!(g.artifact.version, version);
+    }
+}
+
+#[tokio::test]
 async fn highlander_destroys_every_older_server_group() {
     let env = Env::new().await;
     env.given("prod", "1", 1, false).await;

@@ -139,7 +139,21 @@ impl<'a> ShiftRanker<'a> {
     /// With `CHECK_MERGES`, also counts neighbouring canary values that the shift rounds
     /// onto one number (the caller then falls back to the general merge).
     fn count_fast<const CHECK_MERGES: bool>(&self, d: f64) -> FastCounts {
-        let (x, y, yp) = (self.x, self.y, &self.y_padded[..]);
+        let (all_x, y, yp) = (self.x, self.y, &self.y_padded[..]);
+        let mut counts = FastCounts::default();
+        // Canary values below every baseline value count nothing and tie with nothing; those
+        // above every baseline value count `ny` each. Only the overlap needs the merge (the
+        // interval ends `mumin` and `mumax` cost two binary searches). With `CHECK_MERGES` all
+        // neighbours must be compared, so nothing is skipped.
+        let (lo, hi) = match (y.first(), y.last()) {
+            (Some(&y_min), Some(&y_max)) if !CHECK_MERGES => (
+                all_x.partition_point(|&v| v - d < y_min),
+                all_x.partition_point(|&v| v - d <= y_max),
+            ),
+            _ => (0, all_x.len()),
+        };
+        counts.below = (all_x.len() - hi) as u64 * y.len() as u64;
+        let x = &all_x[lo..hi];
         let q = x.len() / 4;
         let (a, rest) = x.split_at(q);
         let (b, rest) = rest.split_at(q);
@@ -152,7 +166,6 @@ impl<'a> ShiftRanker<'a> {
         };
         let mut j = [start(a), start(b), start(c), start(tail)];
         let mut previous = [f64::NAN; 4];
-        let mut counts = FastCounts::default();
 
         // Advances one lane past the baseline values below `t`; returns whether `t` is tied
         // with the baseline value it stops at.

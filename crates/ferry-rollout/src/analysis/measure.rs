@@ -3,10 +3,10 @@
 
 use super::{AnalysisEnv, ArgSpec, MetricSpec, ProviderSpec, WebMethod};
 use async_trait::async_trait;
-use ferry_canary::{CanaryServices, KIND, MetricQuery, validate_canary_config};
+use ferry_canary::{CanaryServices, compare};
 use ferry_http::{GuardedRequest, redact_url};
 use ferry_judge::judge::{
-    JudgeResult, MetricData, MetricSamples, SummaryClassification, Thresholds,
+    JudgeResult, MetricData, SummaryClassification, Thresholds,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -452,57 +452,24 @@ pub async fn judge_window(
             "the step must be at least 1 second".into(),
         ));
     }
-    let record = services
-        .store
-        .get_document(KIND, name, None)
+    let (config, config_version) = compare::load_config(services, name, None)
         .await
-        .map_err(|e| MeasureError::Judge(format!("could not read canary config \"{name}\": {e}")))?
-        .ok_or_else(|| {
-            MeasureError::Judge(format!(
-                "canary config \"{name}\" not found; apply a CanaryConfig document named \"{name}\" first"
-            ))
-        })?;
-    let config = validate_canary_config(&record.body, &services.sources)
-        .map_err(|p| MeasureError::Judge(format!("canary config \"{name}\" is invalid: {p}")))?;
-
-    let mut fetches = Vec::with_capacity(config.metrics.len());
-    for metric in &config.metrics {
-        let sources = services.sources.clone();
-        let (query, metric_name) = (metric.query.clone(), metric.name.clone());
-        let (baseline, canary) = (request.baseline.to_string(), request.canary.to_string());
-        let (start, end, step) = (request.start, request.end, request.step);
-        fetches.push(tokio::spawn(async move {
-            let base_query = MetricQuery {
-                query: &query,
-                metric: &metric_name,
-                scope: &baseline,
-                location: "",
-                start,
-                end,
-                step,
-            };
-            let canary_query = MetricQuery {
-                scope: &canary,
-                ..base_query.clone()
-            };
-            let (b, c) = tokio::join!(sources.fetch(&base_query), sources.fetch(&canary_query));
-            let data = match (b, c) {
-                (Ok(baseline), Ok(canary)) => {
-                    MetricData::Samples(MetricSamples { baseline, canary })
-                }
-                (Err(e), _) => MetricData::Error(format!("baseline: {e}")),
-                (_, Err(e)) => MetricData::Error(format!("canary: {e}")),
-            };
-            (metric_name, data)
-        }));
-    }
-    let mut data = BTreeMap::new();
-    for fetch in fetches {
-        let (metric_name, d) = fetch
-            .await
-            .map_err(|e| MeasureError::Judge(format!("a metric fetch stopped: {e}")))?;
-        data.insert(metric_name, d);
-    }
+        .map_err(MeasureError::Judge)?;
+    let side = |scope: &str| compare::Side {
+        scope: scope.to_string(),
+        location: String::new(),
+        start: request.start,
+        end: request.end,
+    };
+    let data = compare::fetch_metrics(&services.sources, &config, |_| {
+        Ok(compare::Pair {
+            baseline: side(request.baseline),
+            canary: side(request.canary),
+            step: request.step,
+        })
+    })
+    .await
+    .map_err(MeasureError::Judge)?;
     let first_error = data.iter().find_map(|(metric_name, d)| match d {
         MetricData::Error(e) => Some(format!("metric \"{metric_name}\": {e}")),
         MetricData::Samples(_) => None,
@@ -514,14 +481,12 @@ pub async fn judge_window(
             "no metric could be fetched; {first}"
         )));
     }
-    let thresholds = request.thresholds;
-    let result =
-        tokio::task::spawn_blocking(move || ferry_judge::judge::judge(&config, &data, thresholds))
-            .await
-            .map_err(|e| MeasureError::Judge(format!("the judge stopped: {e}")))?;
+    let result = compare::judge(config, data, request.thresholds)
+        .await
+        .map_err(MeasureError::Judge)?;
     Ok(JudgeOutcome {
         result,
-        config_version: record.version,
+        config_version,
     })
 }
 

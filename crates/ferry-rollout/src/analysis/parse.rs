@@ -137,7 +137,7 @@ impl Reader {
         }
     }
 
-    /// Notes (and reports) a field that holds an expression only known at run time.
+    /// True (and noted) when a field holds an expression only known at run time.
     fn deferred(&mut self, f: &Fields<'_>, key: &str) -> bool {
         let d = f.is_deferred(key);
         self.deferred |= d;
@@ -226,10 +226,7 @@ impl Reader {
                 f.problems,
             );
             let mut a = self.fields(item, &path, f.problems);
-            if self.deferred(&a, "name") {
-                continue;
-            }
-            let Some(name) = a.required_str("name") else {
+            let Some(name) = required_text(&mut a, "name") else {
                 continue;
             };
             if !names.insert(name.clone()) {
@@ -270,11 +267,7 @@ impl Reader {
             problems,
         );
         let mut f = self.fields(item, path, problems);
-        let name = if self.deferred(&f, "name") {
-            None
-        } else {
-            f.required_str("name")
-        };
+        let name = required_text(&mut f, "name");
         let interval_ms = self.duration(&mut f, "interval");
         if interval_ms == Some(0) {
             f.problem("interval", "must be longer than 0");
@@ -382,15 +375,20 @@ impl Reader {
             f.problem(key, "must not be empty");
             return None;
         }
+        if scan_placeholders(&source)
+            .iter()
+            .any(|p| p.as_ref().is_ok_and(|p| p.arg.is_some()))
+        {
+            f.problem(
+                key,
+                "{{args.NAME}} placeholders are not filled in conditions; write the value",
+            );
+            return None;
+        }
         if let Err(e) =
             ferry_engine::expr::check_result_condition(&source, &ferry_expr::Limits::default())
         {
-            let hint = if source.contains("{{") {
-                " ({{args.x}} placeholders are not filled in conditions)"
-            } else {
-                ""
-            };
-            f.problem(key, format!("does not parse: {e}{hint}"));
+            f.problem(key, format!("does not parse: {e}"));
             return None;
         }
         Some(source)
@@ -483,10 +481,7 @@ impl Reader {
             problems,
         );
         let mut f = self.fields(body, path, problems);
-        if self.deferred(&f, "query") {
-            return None;
-        }
-        let query = f.required_str("query")?;
+        let query = required_text(&mut f, "query")?;
         check_placeholders(&query, &f.path_of("query"), f.problems);
         Some(ProviderSpec::Prometheus { query })
     }
@@ -522,11 +517,7 @@ impl Reader {
             problems,
         );
         let mut f = self.fields(body, path, problems);
-        let url = if self.deferred(&f, "url") {
-            None
-        } else {
-            f.required_str("url")
-        };
+        let url = required_text(&mut f, "url");
         if let Some(url) = &url {
             check_placeholders(url, &f.path_of("url"), f.problems);
             let fixed = !url.contains("{{") && !ferry_core::looks_like_expression(url);
@@ -608,7 +599,7 @@ impl Reader {
             let path = format!("{base}[{i}]");
             check_keys(item, &path, &["key", "value"], &[], f.problems);
             let mut h = self.fields(item, &path, f.problems);
-            let key = h.required_str("key");
+            let key = required_text(&mut h, "key");
             let value = h.opt_str("value").unwrap_or_default();
             if let Some(key) = key {
                 check_placeholders(&key, &h.path_of("key"), h.problems);
@@ -656,11 +647,7 @@ impl Reader {
         } else {
             "canaryConfigName"
         };
-        let canary_config = if self.deferred(&f, config_key) {
-            None
-        } else {
-            f.required_str(config_key)
-        };
+        let canary_config = required_text(&mut f, config_key);
         if let Some(name) = &canary_config {
             check_placeholders(name, &f.path_of(config_key), f.problems);
         }
@@ -716,6 +703,22 @@ impl Reader {
             lookback_seconds,
         })
     }
+}
+
+/// A required, non-empty string (numbers are turned into strings). Unlike
+/// [`Fields::required_str`] it keeps a `${...}` expression as text in lenient mode: these
+/// fields are text either way.
+fn required_text(f: &mut Fields<'_>, key: &str) -> Option<String> {
+    if f.get(key).is_none() {
+        f.problem(key, "is required");
+        return None;
+    }
+    let text = f.opt_str(key)?;
+    if text.trim().is_empty() {
+        f.problem(key, "must not be empty");
+        return None;
+    }
+    Some(text)
 }
 
 /// Reports keys of an object outside `known`; `hints` explain keys that are known to be

@@ -501,3 +501,92 @@ async fn rollout_conforms() {
     .await
     .unwrap();
 }
+
+fn blue_green(config: Value) -> Value {
+    let mut s = stage(json!([]), json!({}));
+    s["strategy"] = json!({"blueGreen": config});
+    s
+}
+
+#[tokio::test]
+async fn blue_green_previews_switches_at_once_and_keeps_the_old_until_the_delay() {
+    let env = Env::new().await;
+    let v1 = env.stable().await;
+    let hooks = Hooks::start().await;
+    hooks.answer("smoke", vec![(200, json!({"ok": true}))]);
+    let id = env
+        .start(blue_green(json!({
+            "autoPromotionEnabled": false,
+            "previewReplicaCount": 1,
+            "scaleDownDelaySeconds": 0,
+            "prePromotionAnalysis": {"metrics": [{"name": "smoke", "successCondition": "result.ok == true",
+                "provider": {"web": {"url": format!("{}?sg={{{{args.preview}}}}", hooks.url("smoke"))}}}]}
+        })))
+        .await;
+    let e = env
+        .until(&id, "waiting for promotion", |e| {
+            e.stages[0].outputs["rollout"]["status"] == json!("Paused")
+        })
+        .await;
+    let green = rollout_of(&e)["canary"].as_str().unwrap().to_string();
+    // The preview has one instance and no traffic; the analysis ran against it.
+    let preview = env.fake.server_group("local", &green).await.unwrap().unwrap();
+    assert!(!preview.enabled);
+    assert_eq!(preview.capacity.desired, 1);
+    assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
+    assert_eq!(hooks.calls("smoke").len(), 1);
+
+    env.input(&id, json!({"promote": true})).await;
+    let e = env.done(&id).await;
+    assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
+    assert_eq!(rollout_of(&e)["status"], json!("Healthy"));
+    let green_now = env.fake.server_group("local", &green).await.unwrap().unwrap();
+    assert_eq!(green_now.capacity.desired, 2, "scaled to full capacity before the switch");
+    assert_eq!(env.fake.serving("shop-prod"), vec![(green.clone(), 100)]);
+    let blue = env.fake.server_group("local", &v1).await.unwrap().unwrap();
+    assert!(!blue.enabled);
+    assert_eq!(blue.capacity.desired, 0);
+    assert!(env.fake.traffic_gaps().is_empty(), "{:?}", env.fake.traffic_gaps());
+}
+
+#[tokio::test]
+async fn blue_green_switches_back_when_post_promotion_analysis_fails() {
+    let env = Env::new().await;
+    let v1 = env.stable().await;
+    let hooks = Hooks::start().await;
+    hooks.answer("after", vec![(200, json!({"errors": 12}))]);
+    let id = env
+        .start(blue_green(json!({
+            "autoPromotionSeconds": 0,
+            "postPromotionAnalysis": {"metrics": [{"name": "errors", "failureCondition": "result.errors > 5",
+                "provider": {"web": {"url": hooks.url("after")}}}]}
+        })))
+        .await;
+    let e = env.done(&id).await;
+    assert_eq!(e.status, Status::Terminal);
+    assert_eq!(rollout_of(&e)["status"], json!("Degraded"));
+    assert!(error_of(&e).contains("post-promotion ended Failed"), "{}", error_of(&e));
+    // The old version, still running, serves again; the new one is gone.
+    assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
+    assert_eq!(env.fake.server_group_names(), vec![v1]);
+}
+
+#[tokio::test]
+async fn blue_green_validation_reports_every_problem() {
+    let env = Env::new().await;
+    let doc = json!({"application": "shop", "name": "bg", "stages": [{"refId": "1", "name": "x",
+        "type": "rollout",
+        "cluster": {"stack": "prod", "capacity": {"min": 1, "max": 1, "desired": 1}, "artifact": artifact("2")},
+        "strategy": {"blueGreen": {"activeService": "x", "autoPromotionSeconds": "soon",
+            "prePromotionAnalysis": {"metrics": [{"name": "m", "provider": {"web": {"url": "http://x"}}}]}}}}]});
+    let err = ferry_engine::validate_pipeline(&doc, env.engine.registry())
+        .unwrap_err()
+        .to_string();
+    for want in [
+        "stages[0].strategy.blueGreen.activeService",
+        "stages[0].strategy.blueGreen.autoPromotionSeconds",
+        "stages[0].strategy.blueGreen.prePromotionAnalysis.metrics[0]",
+    ] {
+        assert!(err.contains(want), "missing {want} in {err}");
+    }
+}

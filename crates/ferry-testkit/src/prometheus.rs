@@ -33,13 +33,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 /// One backfilled series: metric name, labels, and `(unix seconds, value)` samples.
-pub(crate) type Series<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(u64, f64)]);
+pub type Series<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(u64, f64)]);
 
 /// How long Prometheus may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A running Prometheus; killed (and waited for) on drop.
-pub(crate) struct TestPrometheus {
+pub struct TestPrometheus {
     /// The server process; `None` once stopped.
     child: Option<Child>,
     /// Where it listens (loopback, a free port).
@@ -52,7 +52,7 @@ pub(crate) struct TestPrometheus {
 
 impl TestPrometheus {
     /// Prometheus serving exactly `series` (backfilled with promtool), scraping nothing.
-    pub(crate) fn with_series(series: &[Series<'_>]) -> TestPrometheus {
+    pub fn with_series(series: &[Series<'_>]) -> TestPrometheus {
         let dir = temp_dir();
         let tsdb = dir.path().join("tsdb");
         fs::create_dir_all(&tsdb).expect("create the TSDB directory");
@@ -79,7 +79,7 @@ impl TestPrometheus {
 
     /// Prometheus scraping `target` (`host:port`, path `/metrics`) every `interval_s` seconds
     /// as job `ferry`, sending `Authorization: Bearer <token>` when `bearer_token` is given.
-    pub(crate) fn scraping(
+    pub fn scraping(
         target: &str,
         interval_s: u64,
         bearer_token: Option<&str>,
@@ -100,18 +100,18 @@ impl TestPrometheus {
     }
 
     /// The base URL, `http://127.0.0.1:<port>`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// GET `path_and_query` on the server: status and body. Panics when it cannot connect.
-    pub(crate) fn get(&self, path_and_query: &str) -> (u16, String) {
+    pub fn get(&self, path_and_query: &str) -> (u16, String) {
         http_get(self.addr, path_and_query)
             .unwrap_or_else(|e| panic!("GET {path_and_query} on Prometheus: {e}"))
     }
 
     /// The `/api/v1/query` answer for `promql`, evaluated now, as JSON.
-    pub(crate) fn query(&self, promql: &str) -> serde_json::Value {
+    pub fn query(&self, promql: &str) -> serde_json::Value {
         let mut url = url::Url::parse("http://x/api/v1/query").expect("static URL");
         url.query_pairs_mut().append_pair("query", promql);
         let path = format!("{}?{}", url.path(), url.query().unwrap_or_default());
@@ -121,7 +121,7 @@ impl TestPrometheus {
     }
 
     /// Kills the server and waits for it; its port is then closed.
-    pub(crate) fn stop(&mut self) {
+    pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -129,7 +129,7 @@ impl TestPrometheus {
     }
 
     /// The last `lines` lines of the server's log.
-    pub(crate) fn log_tail(&self, lines: usize) -> String {
+    pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.log, lines)
     }
 
