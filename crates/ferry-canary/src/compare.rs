@@ -92,7 +92,9 @@ pub async fn fetch_metrics(
             };
             let (baseline, canary) = tokio::join!(side(&pair.baseline), side(&pair.canary));
             let data = match (baseline, canary) {
-                (Ok(baseline), Ok(canary)) => MetricData::Samples(MetricSamples { baseline, canary }),
+                (Ok(baseline), Ok(canary)) => {
+                    MetricData::Samples(MetricSamples { baseline, canary })
+                }
                 (Err(e), _) => MetricData::Error(format!("baseline: {e}")),
                 (_, Err(e)) => MetricData::Error(format!("canary: {e}")),
             };

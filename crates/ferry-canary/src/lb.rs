@@ -180,6 +180,9 @@ mod tests {
             &mut problems,
         );
         assert_eq!(problems.len(), 2);
-        assert_eq!((problems[0].path.as_str(), problems[1].path.as_str()), ("q.metric", "r.metric"));
+        assert_eq!(
+            (problems[0].path.as_str(), problems[1].path.as_str()),
+            ("q.metric", "r.metric")
+        );
     }
 }

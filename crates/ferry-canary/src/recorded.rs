@@ -133,6 +133,10 @@ pub fn judge_request(body: &Value) -> Result<Value, Problems> {
         })
         .collect();
     let result = ferry_judge::judge::judge(&config, &data, thresholds);
-    serde_json::to_value(&result)
-        .map_err(|e| Problems(vec![Problem::new("", format!("cannot encode the result: {e}"))]))
+    serde_json::to_value(&result).map_err(|e| {
+        Problems(vec![Problem::new(
+            "",
+            format!("cannot encode the result: {e}"),
+        )])
+    })
 }

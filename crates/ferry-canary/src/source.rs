@@ -240,7 +240,12 @@ mod tests {
     #[test]
     fn templates_fill_scope_location_and_step() {
         assert_eq!(
-            fill_template(r#"rate(x{g="${scope}",r="${location}"}[${step}])"#, "a-v1", "eu", 15),
+            fill_template(
+                r#"rate(x{g="${scope}",r="${location}"}[${step}])"#,
+                "a-v1",
+                "eu",
+                15
+            ),
             r#"rate(x{g="a-v1",r="eu"}[15s])"#
         );
     }

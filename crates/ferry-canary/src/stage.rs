@@ -137,7 +137,10 @@ pub fn parse_iso_duration(text: &str) -> Option<i64> {
 
 /// An optional number of minutes (Spinnaker writes strings, sometimes empty) as ms.
 fn minutes(f: &mut Fields<'_>, key: &str) -> Option<i64> {
-    if f.get(key).and_then(Value::as_str).is_some_and(|s| s.trim().is_empty()) {
+    if f.get(key)
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().is_empty())
+    {
         return None;
     }
     let m = f.opt_f64(key)?;
@@ -309,7 +312,10 @@ impl KayentaCanary {
         name: &str,
         ctx: &mut StageCtx,
     ) -> Result<(CanaryConfig, i64), String> {
-        let pinned = ctx.context.get("canaryConfigVersion").and_then(Value::as_i64);
+        let pinned = ctx
+            .context
+            .get("canaryConfigVersion")
+            .and_then(Value::as_i64);
         let (config, version) = compare::load_config(&self.services, name, pinned).await?;
         ctx.context
             .insert("canaryConfigVersion".into(), json!(version));
@@ -443,7 +449,11 @@ impl TypedStage for KayentaCanary {
                 format!(
                     "canary interval {k} of {total} scored {score} (marginal {}){}",
                     c.thresholds.marginal,
-                    if reason.is_empty() { String::new() } else { format!(": {reason}") }
+                    if reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {reason}")
+                    }
                 ),
                 ctx,
             ));

@@ -188,11 +188,9 @@ pub fn report_text(execution: &Value) -> Result<String, CliError> {
                     canary.get("start").and_then(Value::as_i64),
                     canary.get("end").and_then(Value::as_i64),
                 ) {
-                    (Some(a), Some(b)) => format!(
-                        "{}–{}",
-                        render::clock(a * 1000),
-                        render::clock(b * 1000)
-                    ),
+                    (Some(a), Some(b)) => {
+                        format!("{}–{}", render::clock(a * 1000), render::clock(b * 1000))
+                    }
                     _ => "-".into(),
                 };
                 vec![
@@ -218,7 +216,9 @@ pub async fn run(client: Option<ApiClient>, cmd: &CanaryCommand) -> Result<(), C
         CanaryCommand::Judge(args) => judge(args),
         CanaryCommand::Report { execution, output } => {
             let client = client.ok_or_else(|| CliError::Usage("no server to ask".into()))?;
-            let raw = client.get(&["api", "v1", "executions", execution], &[]).await?;
+            let raw = client
+                .get(&["api", "v1", "executions", execution], &[])
+                .await?;
             let text = match output {
                 Output::Table => report_text(&raw)?,
                 other => {

@@ -214,7 +214,9 @@ pub struct RolloutArgs {
 #[derive(Debug, Subcommand)]
 pub enum RolloutCommand {
     /// Status (Progressing, Paused, Healthy, Degraded), step, weights and analysis.
-    #[command(after_help = "Examples:\n  ferry rollout get 01HXYZ...\n  ferry rollout get 01HXYZ... -o json")]
+    #[command(
+        after_help = "Examples:\n  ferry rollout get 01HXYZ...\n  ferry rollout get 01HXYZ... -o json"
+    )]
     Get {
         #[command(flatten)]
         args: RolloutArgs,
@@ -224,7 +226,9 @@ pub enum RolloutCommand {
     },
     /// Go on to the next step (from a pause or an inconclusive analysis); --full skips every
     /// remaining step and analysis.
-    #[command(after_help = "Examples:\n  ferry rollout promote 01HXYZ...\n  ferry rollout promote 01HXYZ... --full")]
+    #[command(
+        after_help = "Examples:\n  ferry rollout promote 01HXYZ...\n  ferry rollout promote 01HXYZ... --full"
+    )]
     Promote {
         #[command(flatten)]
         args: RolloutArgs,
@@ -233,7 +237,9 @@ pub enum RolloutCommand {
         full: bool,
     },
     /// Give the stable version its traffic back and remove the new one (status Degraded).
-    #[command(after_help = "Examples:\n  ferry rollout abort 01HXYZ... --reason \"errors in the logs\"")]
+    #[command(
+        after_help = "Examples:\n  ferry rollout abort 01HXYZ... --reason \"errors in the logs\""
+    )]
     Abort {
         #[command(flatten)]
         args: RolloutArgs,
@@ -270,7 +276,9 @@ file per side. The result has every metric's classification, p-value, Hodges-Leh
 tune a canary config against recorded data before trusting it in a pipeline.")]
     Judge(CanaryJudgeArgs),
     /// Show what the kayentaCanary stages of an execution judged, interval by interval.
-    #[command(after_help = "Examples:\n  ferry canary report 01HXYZ...\n  ferry canary report 01HXYZ... -o json")]
+    #[command(
+        after_help = "Examples:\n  ferry canary report 01HXYZ...\n  ferry canary report 01HXYZ... -o json"
+    )]
     Report {
         /// Execution id.
         execution: String,

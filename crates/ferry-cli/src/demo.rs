@@ -250,7 +250,8 @@ mod tests {
     /// canary config and analysis template too) validates offline.
     #[test]
     fn every_shop_example_is_valid() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/deploy");
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/deploy");
         let mut names: Vec<_> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().path())
@@ -264,7 +265,10 @@ mod tests {
             })
             .collect();
         let batch = files::parse_sources(&sources).unwrap();
-        assert_eq!(commands::validate_batch(&batch).unwrap(), batch.documents.len());
+        assert_eq!(
+            commands::validate_batch(&batch).unwrap(),
+            batch.documents.len()
+        );
         assert!(batch.documents.len() >= 9, "{}", batch.documents.len());
     }
 }

@@ -284,7 +284,10 @@ pub fn canary_configs_table(items: &[Value]) -> String {
             ]
         })
         .collect();
-    table(&["NAME", "VERSION", "METRICS", "UPDATED BY", "UPDATED"], &rows)
+    table(
+        &["NAME", "VERSION", "METRICS", "UPDATED BY", "UPDATED"],
+        &rows,
+    )
 }
 
 /// `get loadbalancers`.

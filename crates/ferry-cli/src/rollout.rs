@@ -27,14 +27,21 @@ fn rollout_stage<'a>(execution: &'a Value, wanted: Option<&str>) -> Result<&'a V
         Some(w) => stages
             .into_iter()
             .find(|s| text(s, "refId") == w || text(s, "name") == w || text(s, "id") == w)
-            .ok_or_else(|| CliError::Failed(format!("execution {id} has no rollout stage \"{w}\""))),
+            .ok_or_else(|| {
+                CliError::Failed(format!("execution {id} has no rollout stage \"{w}\""))
+            }),
         None => match stages.as_slice() {
             [one] => Ok(one),
-            [] => Err(CliError::Failed(format!("execution {id} has no rollout stage"))),
+            [] => Err(CliError::Failed(format!(
+                "execution {id} has no rollout stage"
+            ))),
             many => Err(CliError::Usage(format!(
                 "execution {id} has {} rollout stages; name one with --stage ({})",
                 many.len(),
-                many.iter().map(|s| text(s, "refId")).collect::<Vec<_>>().join(", ")
+                many.iter()
+                    .map(|s| text(s, "refId"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         },
     }
@@ -57,7 +64,11 @@ pub fn status_text(stage: &Value) -> String {
         text(r, "canary"),
         r.get("stable")
             .and_then(Value::as_array)
-            .map(|s| s.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
+            .map(|s| s
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
             .unwrap_or_default()
     ));
     if let Some(m) = r.get("message").and_then(Value::as_str) {
@@ -85,7 +96,15 @@ pub fn status_text(stage: &Value) -> String {
             })
             .unwrap_or_default();
         out.push_str(&table(
-            &["METRIC", "PHASE", "COUNT", "OK", "FAILED", "INCONCLUSIVE", "ERROR"],
+            &[
+                "METRIC",
+                "PHASE",
+                "COUNT",
+                "OK",
+                "FAILED",
+                "INCONCLUSIVE",
+                "ERROR",
+            ],
             &rows,
         ));
     }
@@ -109,7 +128,10 @@ pub async fn run(client: &ApiClient, cmd: &RolloutCommand) -> Result<(), CliErro
         let ref_id = ref_id.clone();
         async move {
             client
-                .post(&["api", "v1", "executions", id, "stages", &ref_id, "input"], &body)
+                .post(
+                    &["api", "v1", "executions", id, "stages", &ref_id, "input"],
+                    &body,
+                )
                 .await
         }
     };
@@ -128,7 +150,11 @@ pub async fn run(client: &ApiClient, cmd: &RolloutCommand) -> Result<(), CliErro
             input(json!({"promote": if *full { json!("full") } else { json!(true) }})).await?;
             say(&format!(
                 "execution {id}: rollout {ref_id} {}",
-                if *full { "fully promoted" } else { "promoted to its next step" }
+                if *full {
+                    "fully promoted"
+                } else {
+                    "promoted to its next step"
+                }
             ));
         }
         RolloutCommand::Abort { reason, .. } => {
@@ -152,7 +178,9 @@ pub async fn run(client: &ApiClient, cmd: &RolloutCommand) -> Result<(), CliErro
             let canary = stage
                 .pointer("/outputs/rollout/canary")
                 .and_then(Value::as_str)
-                .ok_or_else(|| CliError::Failed(format!("rollout {ref_id} created no server group")))?;
+                .ok_or_else(|| {
+                    CliError::Failed(format!("rollout {ref_id} created no server group"))
+                })?;
             let account = stage
                 .pointer("/context/cluster/account")
                 .and_then(Value::as_str)

@@ -283,8 +283,8 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         &mut registry,
         ferry_deploy::Providers::new().with(host_provider.clone()),
     );
-    let mut canary_sources =
-        ferry_canary::Sources::new().with(Arc::new(ferry_canary::lb::LbSource::new(host.lb().clone())));
+    let mut canary_sources = ferry_canary::Sources::new()
+        .with(Arc::new(ferry_canary::lb::LbSource::new(host.lb().clone())));
     let prometheus = match &options.prometheus_url {
         Some(url) => match ferry_canary::prometheus::PrometheusSource::new(url) {
             Ok(p) => Some(Arc::new(p)),

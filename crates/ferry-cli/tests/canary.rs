@@ -98,7 +98,8 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
                "listeners": [{"port": lb_port, "address": "127.0.0.1"}],
                "routes": [{"pathPrefix": "/kids", "cluster": "shop-prod-kids"}]}),
     ];
-    docs.push(json!({"kind": "Pipeline", "application": "shop", "name": "release",
+    docs.push(
+        json!({"kind": "Pipeline", "application": "shop", "name": "release",
         "parameterConfig": [{"name": "version", "required": true}],
         "stages": [{"refId": "1", "type": "deploy", "name": "Deploy", "clusters": [{
             "account": "local", "application": "shop", "stack": "prod", "freeFormDetails": "kids",
@@ -107,7 +108,8 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
             "artifact": {"name": "shop-kids", "version": "${parameters.version}",
                 "source": {"type": "command", "command": [shop.display().to_string()]},
                 "env": {"SECTION": "kids", "VERSION": "${parameters.version}"}},
-            "healthCheck": {"path": "/health", "intervalMs": 200, "healthyThreshold": 1}}]}]}));
+            "healthCheck": {"path": "/health", "intervalMs": 200, "healthyThreshold": 1}}]}]}),
+    );
     docs.extend(example("canary-config.yaml"));
     // The example rollout pipeline, with its steps' pause shortened, and the example analysis
     // template sped up (a judgment every 3 s over the last 3 s, 1-s samples).
@@ -136,7 +138,11 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         .await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = api
-        .call(reqwest::Method::GET, "/api/v1/canaryConfigs/shop-kids", None)
+        .call(
+            reqwest::Method::GET,
+            "/api/v1/canaryConfigs/shop-kids",
+            None,
+        )
         .await;
     assert_eq!((status, &v["version"]), (200, &json!(1)), "{v}");
 
@@ -158,10 +164,19 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     let load = Arc::new(Load::default());
     let workers = start_load(format!("http://127.0.0.1:{lb_port}/kids"), load.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(load.ok.load(Ordering::Relaxed) > 0, "no traffic through the load balancer");
+    assert!(
+        load.ok.load(Ordering::Relaxed) > 0,
+        "no traffic through the load balancer"
+    );
 
     // 1. 10 % errors.
-    let (e, seen) = canary_case(&api, &load, fast("2.0.0", json!({"failureRate": "0.1"})), "canary").await;
+    let (e, seen) = canary_case(
+        &api,
+        &load,
+        fast("2.0.0", json!({"failureRate": "0.1"})),
+        "canary",
+    )
+    .await;
     assert_eq!(e["status"], "TERMINAL", "{e}");
     let analysis = stage(&e, "Canary analysis");
     assert_eq!(analysis["status"], "FAILED_CONTINUE", "{analysis}");
@@ -172,7 +187,10 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     // What `ferry canary report` prints for it.
     let report = ferry_cli::canary::report_text(&e).unwrap();
     assert!(report.contains("FAILED_CONTINUE"), "{report}");
-    assert!(report.contains("error-rate") && report.contains("High"), "{report}");
+    assert!(
+        report.contains("error-rate") && report.contains("High"),
+        "{report}"
+    );
     assert!(report.contains("summary: Fail"), "{report}");
     assert!(
         stage(&e, "Canary verdict")["context"]["exception"]["details"]["error"]
@@ -195,7 +213,13 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     );
 
     // 2. +200 ms.
-    let (e, seen) = canary_case(&api, &load, fast("3.0.0", json!({"latencyMs": "200"})), "canary").await;
+    let (e, seen) = canary_case(
+        &api,
+        &load,
+        fast("3.0.0", json!({"latencyMs": "200"})),
+        "canary",
+    )
+    .await;
     assert_eq!(e["status"], "TERMINAL", "{e}");
     let analysis = stage(&e, "Canary analysis");
     let latency = &analysis["outputs"]["intervals"][0]["metrics"][1];
@@ -268,7 +292,10 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     )
     .await;
     assert_eq!(e["status"], "SUCCEEDED", "{e}");
-    assert_eq!(stage(&e, "Roll out")["outputs"]["rollout"]["status"], "Healthy");
+    assert_eq!(
+        stage(&e, "Roll out")["outputs"]["rollout"]["status"],
+        "Healthy"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*load.last_version.lock().unwrap(), "6.0.0");
 
@@ -292,11 +319,18 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, e) = api
-            .call(reqwest::Method::GET, &format!("/api/v1/executions/{id}"), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/executions/{id}"),
+                None,
+            )
             .await;
         if e["stages"][0]["outputs"]["rollout"]["status"] == "Paused" {
             let text = ferry_cli::rollout::status_text(&e["stages"][0]);
-            assert!(text.contains("Paused") && text.contains("canary weight 30%"), "{text}");
+            assert!(
+                text.contains("Paused") && text.contains("canary weight 30%"),
+                "{text}"
+            );
             break;
         }
         assert!(std::time::Instant::now() < deadline, "never paused: {e}");
@@ -319,9 +353,12 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     assert_eq!(e["status"], "SUCCEEDED", "{e}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*load.last_version.lock().unwrap(), "7.0.0");
-    ferry_cli::rollout::run(&client, &ferry_cli::cli::RolloutCommand::Undo { args: args(&id) })
-        .await
-        .unwrap();
+    ferry_cli::rollout::run(
+        &client,
+        &ferry_cli::cli::RolloutCommand::Undo { args: args(&id) },
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*load.last_version.lock().unwrap(), "6.0.0");
 
@@ -336,7 +373,12 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         .iter()
         .map(|v| by.get(*v).map_or(0, |(_, errors)| *errors))
         .sum();
-    assert_eq!(failed, injected, "{:?}", load.first_failures.lock().unwrap());
+    assert_eq!(
+        failed,
+        injected,
+        "{:?}",
+        load.first_failures.lock().unwrap()
+    );
 
     for (name, _) in server_groups(&api).await {
         let (status, v) = api

@@ -742,7 +742,8 @@ fn demo_runs_the_example_to_success_and_exits() {
 #[test]
 fn canary_judge_works_offline_on_recorded_samples() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/deploy/canary-config.yaml");
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/deploy/canary-config.yaml");
     let baseline: Vec<f64> = (0..30).map(|i| 0.01 + f64::from(i % 5) * 0.001).collect();
     let bad: Vec<f64> = (0..30).map(|i| 0.1 + f64::from(i % 5) * 0.002).collect();
     let latency: Vec<f64> = (0..30).map(|i| 4.0 + f64::from(i % 7) * 0.1).collect();
@@ -759,7 +760,12 @@ fn canary_judge_works_offline_on_recorded_samples() {
     let judge = |extra: &[&str]| {
         let mut cmd = ferry_command(tmp.path());
         cmd.args(["canary", "judge", "--config", config.to_str().unwrap()])
-            .args(["--baseline", b.to_str().unwrap(), "--canary", c.to_str().unwrap()])
+            .args([
+                "--baseline",
+                b.to_str().unwrap(),
+                "--canary",
+                c.to_str().unwrap(),
+            ])
             .args(extra);
         run(cmd)
     };
@@ -769,22 +775,44 @@ fn canary_judge_works_offline_on_recorded_samples() {
     assert_eq!(v["metrics"][0]["name"], "error-rate");
     assert_eq!(v["metrics"][0]["classification"], "High");
     assert!(v["metrics"][0]["pValue"].as_f64().unwrap() < 0.001);
-    assert!(v["metrics"][0]["confidenceInterval"]["lower"].as_f64().unwrap() > 0.08);
+    assert!(
+        v["metrics"][0]["confidenceInterval"]["lower"]
+            .as_f64()
+            .unwrap()
+            > 0.08
+    );
     assert_eq!(v["summary"]["score"], 0.0, "a critical metric failed: {v}");
     assert_eq!(v["summary"]["classification"], "Fail");
 
     let table = judge(&["-o", "table"]);
     assert_eq!(table.code, 0, "{table:#?}");
-    assert!(table.stdout.contains("error-rate") && table.stdout.contains("High"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("error-rate") && table.stdout.contains("High"),
+        "{}",
+        table.stdout
+    );
     assert!(table.stdout.contains("summary: Fail"), "{}", table.stdout);
 
     // A sample that is not a number: every problem, with its path; exit 1.
-    let c2 = write(tmp.path(), "broken.json", r#"{"error-rate": [1, "x"], "nope": [1]}"#);
+    let c2 = write(
+        tmp.path(),
+        "broken.json",
+        r#"{"error-rate": [1, "x"], "nope": [1]}"#,
+    );
     let mut cmd = ferry_command(tmp.path());
     cmd.args(["canary", "judge", "--config", config.to_str().unwrap()])
-        .args(["--baseline", b.to_str().unwrap(), "--canary", c2.to_str().unwrap()]);
+        .args([
+            "--baseline",
+            b.to_str().unwrap(),
+            "--canary",
+            c2.to_str().unwrap(),
+        ]);
     let out = run(cmd);
     assert_eq!(out.code, 1, "{out:#?}");
-    assert!(out.stderr.contains("canary.error-rate[1]"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("canary.error-rate[1]"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("canary.nope"), "{}", out.stderr);
 }

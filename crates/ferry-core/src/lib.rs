@@ -22,7 +22,8 @@ pub use pipeline::{FailurePolicy, ParameterConfig, Pipeline, StageDef, parse_pip
 pub use problem::{Problem, Problems};
 pub use status::Status;
 pub use store::{
-    DocumentRecord, ExecutionFilter, ExecutionWrite, PipelineRecord, QueuedCommand, Store, StoreError, StoreResult,
+    DocumentRecord, ExecutionFilter, ExecutionWrite, PipelineRecord, QueuedCommand, Store,
+    StoreError, StoreResult,
 };
 
 /// Milliseconds since the Unix epoch.

@@ -233,7 +233,11 @@ pub fn evaluate_condition(
 /// Evaluates an analysis condition such as `result[0] >= 0.95` (Argo Rollouts'
 /// `successCondition` / `failureCondition`) with `result` bound to a measurement and no access
 /// to the execution. A bare expression or a `${...}` template; the answer must be a boolean.
-pub fn evaluate_result_condition(source: &str, result: &Value, limits: Limits) -> Result<bool, String> {
+pub fn evaluate_result_condition(
+    source: &str,
+    result: &Value,
+    limits: Limits,
+) -> Result<bool, String> {
     let template = if ferry_core::looks_like_expression(source) {
         Template::parse(source)
     } else {
@@ -248,7 +252,9 @@ pub fn evaluate_result_condition(source: &str, result: &Value, limits: Limits) -
     };
     match template.evaluate(&ctx).map_err(|e| e.to_string())? {
         Value::Bool(b) => Ok(b),
-        other => Err(format!("`{source}` must evaluate to a boolean, got {other}")),
+        other => Err(format!(
+            "`{source}` must evaluate to a boolean, got {other}"
+        )),
     }
 }
 
@@ -318,8 +324,14 @@ mod result_condition_tests {
     fn conditions_see_only_the_result() {
         let limits = Limits::default();
         let r = json!([0.97, 0.5]);
-        assert_eq!(evaluate_result_condition("result[0] >= 0.95", &r, limits), Ok(true));
-        assert_eq!(evaluate_result_condition("${result[1] > 0.9}", &r, limits), Ok(false));
+        assert_eq!(
+            evaluate_result_condition("result[0] >= 0.95", &r, limits),
+            Ok(true)
+        );
+        assert_eq!(
+            evaluate_result_condition("${result[1] > 0.9}", &r, limits),
+            Ok(false)
+        );
         assert_eq!(
             evaluate_result_condition("result.score >= 75", &json!({"score": 80}), limits),
             Ok(true)

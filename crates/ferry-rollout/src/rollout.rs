@@ -455,7 +455,12 @@ impl Rollout {
                 .ok_or_else(|| {
                     format!("analysis template \"{name}\" not found; apply an AnalysisTemplate named \"{name}\" first")
                 })?;
-            metrics.extend(record.body["metrics"].as_array().cloned().unwrap_or_default());
+            metrics.extend(
+                record.body["metrics"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+            );
             args.extend(record.body["args"].as_array().cloned().unwrap_or_default());
         }
         Ok(json!({"metrics": metrics, "args": args}))
@@ -490,11 +495,17 @@ impl Rollout {
             .unwrap_or_else(|| AnalysisRun::new(&spec, now));
         let mut args = a.args.clone();
         args.insert("canary".into(), st.canary.clone().unwrap_or_default());
-        args.insert("stable".into(), st.stable.first().cloned().unwrap_or_default());
+        args.insert(
+            "stable".into(),
+            st.stable.first().cloned().unwrap_or_default(),
+        );
         args.insert("canary-weight".into(), st.weight.to_string());
         args.insert("cluster".into(), st.cluster.clone());
         args.insert("preview".into(), st.canary.clone().unwrap_or_default());
-        args.insert("active".into(), st.stable.first().cloned().unwrap_or_default());
+        args.insert(
+            "active".into(),
+            st.stable.first().cloned().unwrap_or_default(),
+        );
         if let Some(address) = &st.preview_address {
             args.insert("preview-address".into(), address.clone());
         }
@@ -517,12 +528,7 @@ impl Rollout {
     }
 
     /// One step of the state machine.
-    async fn advance(
-        &self,
-        c: &RolloutConfig,
-        st: &mut RolloutState,
-        ctx: &mut StageCtx,
-    ) -> Step {
+    async fn advance(&self, c: &RolloutConfig, st: &mut RolloutState, ctx: &mut StageCtx) -> Step {
         if st.phase == Phase::Start {
             st.provider = self
                 .services
@@ -538,7 +544,11 @@ impl Rollout {
         }
         let provider = match self.services.providers.get(Some(&st.provider), &st.account) {
             Ok(p) => p,
-            Err(e) => return Step::Failed { error: e.to_string() },
+            Err(e) => {
+                return Step::Failed {
+                    error: e.to_string(),
+                };
+            }
         };
         let provider = provider.as_ref();
         let execution_id = ctx.execution.id.clone();
@@ -578,20 +588,31 @@ impl Rollout {
                     c.cluster.detail.as_deref(),
                 ) {
                     Ok(m) => m,
-                    Err(e) => return Step::Failed { error: e.to_string() },
-                };
-                st.cluster = moniker.cluster_name();
-                let groups = match cluster_groups(provider, &st.application, &st.account, &st.cluster).await {
-                    Ok(g) => g,
                     Err(e) => {
                         return Step::Failed {
-                            error: format!("could not list cluster {}: {e}", st.cluster),
+                            error: e.to_string(),
                         };
                     }
                 };
+                st.cluster = moniker.cluster_name();
+                let groups =
+                    match cluster_groups(provider, &st.application, &st.account, &st.cluster).await
+                    {
+                        Ok(g) => g,
+                        Err(e) => {
+                            return Step::Failed {
+                                error: format!("could not list cluster {}: {e}", st.cluster),
+                            };
+                        }
+                    };
                 let payload = Self::payload(st, &execution_id);
-                if let Err(e) =
-                    webhook::call_all(&self.services.http, &c.webhooks, HookType::ConfirmRollout, &payload).await
+                if let Err(e) = webhook::call_all(
+                    &self.services.http,
+                    &c.webhooks,
+                    HookType::ConfirmRollout,
+                    &payload,
+                )
+                .await
                 {
                     st.status = RolloutStatus::Paused;
                     st.message = Some(format!("waiting for confirm-rollout: {e}"));
@@ -635,7 +656,11 @@ impl Rollout {
                             c.cluster.detail.as_deref(),
                         ) {
                             Ok(m) => m,
-                            Err(e) => return Step::Failed { error: e.to_string() },
+                            Err(e) => {
+                                return Step::Failed {
+                                    error: e.to_string(),
+                                };
+                            }
                         };
                         let blue_green = c.blue_green.as_ref().filter(|_| !first);
                         let mut capacity = c.cluster.capacity;
@@ -652,7 +677,11 @@ impl Rollout {
                             load_balancers: c.cluster.load_balancers.clone(),
                             // Blue/green: the preview takes no traffic until the switch.
                             enabled: blue_green.is_none(),
-                            weight: if first || blue_green.is_some() { 100 } else { 0 },
+                            weight: if first || blue_green.is_some() {
+                                100
+                            } else {
+                                0
+                            },
                             deployed_by: ctx.execution.trigger.user.clone(),
                             execution_id: Some(execution_id.clone()),
                         };
@@ -684,8 +713,13 @@ impl Rollout {
                 let name = st.canary.clone().unwrap_or_default();
                 if st.phase == Phase::ScalingUp && !st.scaled_up {
                     // The preview runs previewReplicaCount instances: give it all of them first.
-                    if c.blue_green.as_ref().and_then(|b| b.preview_replicas).is_some()
-                        && let Err(e) = provider.resize(&st.account, &name, c.cluster.capacity).await
+                    if c.blue_green
+                        .as_ref()
+                        .and_then(|b| b.preview_replicas)
+                        .is_some()
+                        && let Err(e) = provider
+                            .resize(&st.account, &name, c.cluster.capacity)
+                            .await
                     {
                         return self.abort(st, format!("could not scale {name} up: {e}"));
                     }
@@ -700,7 +734,8 @@ impl Rollout {
                 match readiness(&group) {
                     Readiness::Up => {}
                     Readiness::CrashLooping => {
-                        return self.abort(st, format!("{name} is crash-looping: {}", describe(&group)));
+                        return self
+                            .abort(st, format!("{name} is crash-looping: {}", describe(&group)));
                     }
                     Readiness::Waiting if now_millis() > st.up_deadline => {
                         return self.abort(
@@ -729,8 +764,13 @@ impl Rollout {
                     return now_step();
                 }
                 let payload = Self::payload(st, &execution_id);
-                if let Err(e) =
-                    webhook::call_all(&self.services.http, &c.webhooks, HookType::PreRollout, &payload).await
+                if let Err(e) = webhook::call_all(
+                    &self.services.http,
+                    &c.webhooks,
+                    HookType::PreRollout,
+                    &payload,
+                )
+                .await
                 {
                     return self.abort(st, format!("pre-rollout check failed: {e}"));
                 }
@@ -744,14 +784,20 @@ impl Rollout {
                 st.step_started = now_millis();
                 now_step()
             }
-            Phase::Steps => self.run_steps(c, st, provider, &execution_id, promote).await,
+            Phase::Steps => {
+                self.run_steps(c, st, provider, &execution_id, promote)
+                    .await
+            }
             Phase::PrePromotion => {
                 let Some(a) = c.blue_green.as_ref().and_then(|b| b.pre_promotion.clone()) else {
                     st.phase = Phase::AwaitingPromotion;
                     st.step_started = now_millis();
                     return now_step();
                 };
-                match self.analysis_gate(&a, st, promote.is_some(), "pre-promotion").await {
+                match self
+                    .analysis_gate(&a, st, promote.is_some(), "pre-promotion")
+                    .await
+                {
                     Ok(()) => {
                         st.phase = Phase::AwaitingPromotion;
                         st.step_started = now_millis();
@@ -788,7 +834,8 @@ impl Rollout {
                         let left = st.step_started + after.as_millis() as i64 - now_millis();
                         if left > 0 {
                             st.status = RolloutStatus::Paused;
-                            st.message = Some(format!("promoting by itself in {} s", left / 1000 + 1));
+                            st.message =
+                                Some(format!("promoting by itself in {} s", left / 1000 + 1));
                             return running(Duration::from_millis(left as u64));
                         }
                     }
@@ -856,8 +903,13 @@ impl Rollout {
                     }
                 }
                 let payload = Self::payload(st, &execution_id);
-                if let Err(e) =
-                    webhook::call_all(&self.services.http, &c.webhooks, HookType::PostRollout, &payload).await
+                if let Err(e) = webhook::call_all(
+                    &self.services.http,
+                    &c.webhooks,
+                    HookType::PostRollout,
+                    &payload,
+                )
+                .await
                 {
                     tracing::warn!(error = %e, "post-rollout webhook");
                 }
@@ -955,8 +1007,13 @@ impl Rollout {
             return self.abort(st, reason);
         }
         let Some(step) = c.steps.get(st.step).cloned() else {
-            if let Err(e) =
-                webhook::call_all(&self.services.http, &c.webhooks, HookType::ConfirmPromotion, &payload).await
+            if let Err(e) = webhook::call_all(
+                &self.services.http,
+                &c.webhooks,
+                HookType::ConfirmPromotion,
+                &payload,
+            )
+            .await
             {
                 st.status = RolloutStatus::Paused;
                 st.message = Some(format!("waiting for confirm-promotion: {e}"));
@@ -979,14 +1036,22 @@ impl Rollout {
                     return self.abort(st, e);
                 }
                 let payload = Self::payload(st, execution_id);
-                if let Err(e) =
-                    webhook::call_all(&self.services.http, &c.webhooks, HookType::Rollout, &payload).await
+                if let Err(e) = webhook::call_all(
+                    &self.services.http,
+                    &c.webhooks,
+                    HookType::Rollout,
+                    &payload,
+                )
+                .await
                 {
                     st.failed_checks += 1;
                     if st.failed_checks > c.failed_checks_limit {
                         return self.abort(
                             st,
-                            format!("{e} ({} failed check(s), limit {})", st.failed_checks, c.failed_checks_limit),
+                            format!(
+                                "{e} ({} failed check(s), limit {})",
+                                st.failed_checks, c.failed_checks_limit
+                            ),
                         );
                     }
                 }
@@ -999,7 +1064,8 @@ impl Rollout {
                 st.status = RolloutStatus::Paused;
                 match duration {
                     None => {
-                        st.message = Some(format!("paused at step {}: promote to go on", st.step + 1));
+                        st.message =
+                            Some(format!("paused at step {}: promote to go on", st.step + 1));
                         Step::AwaitInput
                     }
                     Some(d) => {
@@ -1050,7 +1116,10 @@ impl TypedStage for Rollout {
         read_config(f)
     }
 
-    fn accept_input(context: &Map<String, Value>, input: &Map<String, Value>) -> Result<(), String> {
+    fn accept_input(
+        context: &Map<String, Value>,
+        input: &Map<String, Value>,
+    ) -> Result<(), String> {
         let st: RolloutState = state::get(context, STATE).unwrap_or_default();
         if matches!(st.phase, Phase::Done | Phase::Aborted) {
             return Err("the rollout has ended".into());
@@ -1065,7 +1134,10 @@ impl TypedStage for Rollout {
         if ok {
             Ok(())
         } else {
-            Err("a rollout takes {\"promote\": true}, {\"promote\": \"full\"} or {\"abort\": true}".into())
+            Err(
+                "a rollout takes {\"promote\": true}, {\"promote\": \"full\"} or {\"abort\": true}"
+                    .into(),
+            )
         }
     }
 
@@ -1076,11 +1148,18 @@ impl TypedStage for Rollout {
         Ok(step)
     }
 
-    async fn cancel(&self, c: Option<&RolloutConfig>, ctx: &mut StageCtx) -> Result<(), StageError> {
+    async fn cancel(
+        &self,
+        c: Option<&RolloutConfig>,
+        ctx: &mut StageCtx,
+    ) -> Result<(), StageError> {
         // A canceled rollout leaves the stable version serving, as an abort does.
         let mut st: RolloutState = state::get(&ctx.context, STATE).unwrap_or_default();
         if st.canary.is_none()
-            || matches!(st.phase, Phase::Done | Phase::Aborted | Phase::ScaleDownDelay)
+            || matches!(
+                st.phase,
+                Phase::Done | Phase::Aborted | Phase::ScaleDownDelay
+            )
         {
             return Ok(());
         }

@@ -151,7 +151,11 @@ pub struct HookPayload<'a> {
 }
 
 /// Calls one webhook: `Ok(())` on a 2xx answer, else why not.
-pub async fn call(http: &GuardedClient, hook: &Webhook, payload: &HookPayload<'_>) -> Result<(), String> {
+pub async fn call(
+    http: &GuardedClient,
+    hook: &Webhook,
+    payload: &HookPayload<'_>,
+) -> Result<(), String> {
     let body = json!({
         "name": payload.cluster,
         "namespace": payload.application,
@@ -203,7 +207,10 @@ pub async fn rollback_requested(
 ) -> Option<String> {
     for hook in hooks.iter().filter(|h| h.hook == HookType::Rollback) {
         if call(http, hook, payload).await.is_ok() {
-            return Some(format!("the rollback webhook {} asked to roll back", hook.name));
+            return Some(format!(
+                "the rollback webhook {} asked to roll back",
+                hook.name
+            ));
         }
     }
     None

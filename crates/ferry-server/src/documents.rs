@@ -305,7 +305,10 @@ mod tests {
             json!({"name": "mystery"}),
             json!({"kind": "Widget"}),
         ];
-        let err = validate_batch(&docs, &registry(), &ferry_canary::Sources::new(), &|a| a == "shop").unwrap_err();
+        let err = validate_batch(&docs, &registry(), &ferry_canary::Sources::new(), &|a| {
+            a == "shop"
+        })
+        .unwrap_err();
         let got: Vec<String> = err.0.iter().map(ToString::to_string).collect();
         for want in [
             "documents[0].name: \"Bad_Name\" is not a valid application name",
@@ -318,9 +321,21 @@ mod tests {
                 "missing {want} in {got:#?}"
             );
         }
-        let ok = validate_batch(&docs[2..3], &registry(), &ferry_canary::Sources::new(), &|a| a == "shop").unwrap();
+        let ok = validate_batch(
+            &docs[2..3],
+            &registry(),
+            &ferry_canary::Sources::new(),
+            &|a| a == "shop",
+        )
+        .unwrap();
         assert!(matches!(ok[0], Document::Pipeline(_)));
-        let err = validate_batch(&docs[2..3], &registry(), &ferry_canary::Sources::new(), &|_| false).unwrap_err();
+        let err = validate_batch(
+            &docs[2..3],
+            &registry(),
+            &ferry_canary::Sources::new(),
+            &|_| false,
+        )
+        .unwrap_err();
         assert!(err.0[0].message.contains("does not exist"), "{err}");
     }
 }

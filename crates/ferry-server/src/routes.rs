@@ -731,9 +731,10 @@ async fn apply_documents(
         .into_iter()
         .map(|a| a.name)
         .collect();
-    let validated = documents::validate_batch(&docs, s.engine.registry(), &s.canary_sources, &|a| {
-        known.iter().any(|k| k == a)
-    })?;
+    let validated =
+        documents::validate_batch(&docs, s.engine.registry(), &s.canary_sources, &|a| {
+            known.iter().any(|k| k == a)
+        })?;
     let mut out = Vec::new();
     for d in &validated {
         if let Document::Application(a) = d {

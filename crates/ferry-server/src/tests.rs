@@ -538,7 +538,12 @@ async fn canary_configs_are_validated_versioned_and_judged() {
     bad["metrics"][1]["analysisConfigurations"] = json!({"canary": {"direction": "sideways"}});
     bad["classifier"]["groupWeights"] = json!({"errors": 80, "nope": 40});
     let (status, v) = h
-        .call(Method::POST, "/api/v1/apply", Some(json!({"documents": [bad]})), true)
+        .call(
+            Method::POST,
+            "/api/v1/apply",
+            Some(json!({"documents": [bad]})),
+            true,
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let paths: Vec<&str> = v["error"]["problems"]
@@ -565,7 +570,12 @@ async fn canary_configs_are_validated_versioned_and_judged() {
         c["classifier"]["groupWeights"]["errors"] = json!(weight);
         c["classifier"]["groupWeights"]["latency"] = json!(100 - weight);
         let (status, v) = h
-            .call(Method::POST, "/api/v1/apply", Some(json!({"documents": [c]})), true)
+            .call(
+                Method::POST,
+                "/api/v1/apply",
+                Some(json!({"documents": [c]})),
+                true,
+            )
             .await;
         assert_eq!(status, StatusCode::OK, "{v}");
         assert_eq!(v["applied"][0]["kind"], "CanaryConfig");
@@ -577,11 +587,21 @@ async fn canary_configs_are_validated_versioned_and_judged() {
     assert_eq!(list[0]["version"], 2);
     assert_eq!(list[0]["metrics"], 2);
     let (_, v1) = h
-        .call(Method::GET, "/api/v1/canaryConfigs/shop-kids?version=1", None, true)
+        .call(
+            Method::GET,
+            "/api/v1/canaryConfigs/shop-kids?version=1",
+            None,
+            true,
+        )
         .await;
     assert_eq!(v1["body"]["classifier"]["groupWeights"]["errors"], 60);
     let (_, history) = h
-        .call(Method::GET, "/api/v1/canaryConfigs/shop-kids/history", None, true)
+        .call(
+            Method::GET,
+            "/api/v1/canaryConfigs/shop-kids/history",
+            None,
+            true,
+        )
         .await;
     assert_eq!(history.as_array().unwrap().len(), 2);
 
@@ -611,10 +631,18 @@ async fn canary_configs_are_validated_versioned_and_judged() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let text = v.to_string();
-    assert!(text.contains("baseline.errors[0]") && text.contains("canary.other"), "{text}");
+    assert!(
+        text.contains("baseline.errors[0]") && text.contains("canary.other"),
+        "{text}"
+    );
 
     let (status, _) = h
-        .call(Method::DELETE, "/api/v1/canaryConfigs/shop-kids", None, true)
+        .call(
+            Method::DELETE,
+            "/api/v1/canaryConfigs/shop-kids",
+            None,
+            true,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
 }

@@ -7,8 +7,8 @@ use crate::codec::{
     status, to_json,
 };
 use ferry_core::{
-    Application, DocumentRecord, Execution, ExecutionFilter, ExecutionSummary, ExecutionWrite, Pipeline,
-    PipelineRecord, QueuedCommand, StageExecution, Status, StoreError, StoreResult,
+    Application, DocumentRecord, Execution, ExecutionFilter, ExecutionSummary, ExecutionWrite,
+    Pipeline, PipelineRecord, QueuedCommand, StageExecution, Status, StoreError, StoreResult,
 };
 use serde_json::Value;
 use sqlx::{
@@ -331,7 +331,8 @@ where
             .transpose()?;
         if let Some(latest) = latest
             .as_ref()
-            .filter(|l| canonical_json(&l.body) == canonical_json(body)) {
+            .filter(|l| canonical_json(&l.body) == canonical_json(body))
+        {
             return Ok(latest.clone());
         }
         let version = latest.map_or(1, |l| l.version + 1);

@@ -201,7 +201,11 @@ macro_rules! delegate_store {
                     .map_err(|e| self.scrub(e))
             }
 
-            async fn delete_document(&self, kind: &str, name: &str) -> ferry_core::StoreResult<bool> {
+            async fn delete_document(
+                &self,
+                kind: &str,
+                name: &str,
+            ) -> ferry_core::StoreResult<bool> {
                 self.core
                     .delete_document(kind, name)
                     .await

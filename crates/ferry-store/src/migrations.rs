@@ -11,26 +11,32 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 type Embedded = (i64, &'static str, &'static str);
 
 /// `migrations/sqlite/`.
-pub(crate) const SQLITE: &[Embedded] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/sqlite/0001_initial.sql"),
-), (
-    2,
-    "documents",
-    include_str!("../migrations/sqlite/0002_documents.sql"),
-)];
+pub(crate) const SQLITE: &[Embedded] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/sqlite/0001_initial.sql"),
+    ),
+    (
+        2,
+        "documents",
+        include_str!("../migrations/sqlite/0002_documents.sql"),
+    ),
+];
 
 /// `migrations/postgres/`.
-pub(crate) const POSTGRES: &[Embedded] = &[(
-    1,
-    "initial",
-    include_str!("../migrations/postgres/0001_initial.sql"),
-), (
-    2,
-    "documents",
-    include_str!("../migrations/postgres/0002_documents.sql"),
-)];
+pub(crate) const POSTGRES: &[Embedded] = &[
+    (
+        1,
+        "initial",
+        include_str!("../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "documents",
+        include_str!("../migrations/postgres/0002_documents.sql"),
+    ),
+];
 
 /// A migrator for one backend's list.
 pub(crate) fn migrator(list: &[Embedded]) -> Migrator {

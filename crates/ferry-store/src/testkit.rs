@@ -1004,7 +1004,11 @@ pub async fn documents(store: &dyn Store) -> StoreResult<()> {
     let first = store.get_document(kind, &name, Some(1)).await?;
     assert_eq!(first.map(|d| d.body), Some(a.clone()));
     assert_eq!(store.get_document(kind, &name, Some(9)).await?, None);
-    assert_eq!(store.get_document("Other", &name, None).await?, None, "kinds are separate");
+    assert_eq!(
+        store.get_document("Other", &name, None).await?,
+        None,
+        "kinds are separate"
+    );
 
     let history = store.document_history(kind, &name).await?;
     assert_eq!(

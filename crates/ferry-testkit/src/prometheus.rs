@@ -79,11 +79,7 @@ impl TestPrometheus {
 
     /// Prometheus scraping `target` (`host:port`, path `/metrics`) every `interval_s` seconds
     /// as job `ferry`, sending `Authorization: Bearer <token>` when `bearer_token` is given.
-    pub fn scraping(
-        target: &str,
-        interval_s: u64,
-        bearer_token: Option<&str>,
-    ) -> TestPrometheus {
+    pub fn scraping(target: &str, interval_s: u64, bearer_token: Option<&str>) -> TestPrometheus {
         let quoted = |s: &str| serde_json::to_string(s).expect("quote a YAML string");
         let mut config = format!(
             "global:\n  scrape_interval: {interval_s}s\n  scrape_timeout: {interval_s}s\n\

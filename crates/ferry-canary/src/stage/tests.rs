@@ -73,7 +73,9 @@ fn errors_config(name: &str, canary: &[f64], critical: bool) -> Value {
 }
 
 fn good_canary() -> Vec<f64> {
-    (0..30).map(|i| 0.0102 + ((i + 2) % 5) as f64 * 0.001).collect()
+    (0..30)
+        .map(|i| 0.0102 + ((i + 2) % 5) as f64 * 0.001)
+        .collect()
 }
 
 fn bad_canary() -> Vec<f64> {
@@ -142,7 +144,12 @@ fn error_of(e: &ferry_core::Execution) -> String {
 async fn kayenta_canary_conforms() {
     let (store, _g) = sqlite_store().await;
     store
-        .save_document(KIND, "steady", &errors_config("steady", &good_canary(), false), "t")
+        .save_document(
+            KIND,
+            "steady",
+            &errors_config("steady", &good_canary(), false),
+            "t",
+        )
         .await
         .unwrap();
     run(
@@ -177,7 +184,12 @@ async fn kayenta_canary_conforms() {
 async fn a_canary_like_its_baseline_passes_every_interval() {
     let (store, _g) = sqlite_store().await;
     store
-        .save_document(KIND, "errors", &errors_config("errors", &good_canary(), true), "t")
+        .save_document(
+            KIND,
+            "errors",
+            &errors_config("errors", &good_canary(), true),
+            "t",
+        )
         .await
         .unwrap();
     let engine = start(&store).await;
@@ -202,7 +214,12 @@ async fn a_canary_like_its_baseline_passes_every_interval() {
 async fn a_canary_with_ten_times_the_errors_fails_at_the_first_interval() {
     let (store, _g) = sqlite_store().await;
     store
-        .save_document(KIND, "errors", &errors_config("errors", &bad_canary(), false), "t")
+        .save_document(
+            KIND,
+            "errors",
+            &errors_config("errors", &bad_canary(), false),
+            "t",
+        )
         .await
         .unwrap();
     let engine = start(&store).await;
@@ -212,7 +229,11 @@ async fn a_canary_with_ten_times_the_errors_fails_at_the_first_interval() {
     assert_eq!(e.status, Status::Terminal);
     assert!(started.elapsed() < std::time::Duration::from_secs(4));
     let out = &e.stages[0].outputs;
-    assert_eq!(out["canaryScores"], json!([40.0]), "errors (60 %) High, traffic passes");
+    assert_eq!(
+        out["canaryScores"],
+        json!([40.0]),
+        "errors (60 %) High, traffic passes"
+    );
     assert_eq!(out["overallResult"], json!("failure"));
     let error = error_of(&e);
     assert!(error.contains("interval 1 of 10 scored 40"), "{error}");
@@ -226,7 +247,12 @@ async fn a_canary_with_ten_times_the_errors_fails_at_the_first_interval() {
 async fn a_critical_metric_failing_fails_the_analysis() {
     let (store, _g) = sqlite_store().await;
     store
-        .save_document(KIND, "errors", &errors_config("errors", &bad_canary(), true), "t")
+        .save_document(
+            KIND,
+            "errors",
+            &errors_config("errors", &bad_canary(), true),
+            "t",
+        )
         .await
         .unwrap();
     let engine = start(&store).await;
@@ -267,7 +293,11 @@ async fn missing_and_invalid_configs_are_clear_stage_errors() {
 
     let e = run_stage(&engine, stage("nope", "PT1S", 0.0)).await;
     assert_eq!(e.status, Status::Terminal);
-    assert!(error_of(&e).contains("canary config \"nope\" not found"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("canary config \"nope\" not found"),
+        "{}",
+        error_of(&e)
+    );
 
     let e = run_stage(&engine, stage("bad", "PT1S", 0.0)).await;
     assert_eq!(e.status, Status::Terminal);

@@ -116,7 +116,12 @@ pub struct Api {
 }
 
 impl Api {
-    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -139,13 +144,20 @@ impl Api {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let (_, e) = self
-                .call(reqwest::Method::GET, &format!("/api/v1/executions/{id}"), None)
+                .call(
+                    reqwest::Method::GET,
+                    &format!("/api/v1/executions/{id}"),
+                    None,
+                )
                 .await;
             let status = e["status"].as_str().unwrap_or("");
             if ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status) {
                 return e;
             }
-            assert!(Instant::now() < deadline, "execution {id} did not finish: {e}");
+            assert!(
+                Instant::now() < deadline,
+                "execution {id} did not finish: {e}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -232,4 +244,3 @@ pub fn start_load(url: String, load: Arc<Load>) -> Vec<tokio::task::JoinHandle<(
         })
         .collect()
 }
-

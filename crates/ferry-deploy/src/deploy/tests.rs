@@ -185,7 +185,13 @@ async fn a_traffic_weight_puts_the_new_server_group_beside_the_old_with_a_small_
     let env = Env::new().await;
     env.given("prod", "1", 2, true).await;
     let e = env
-        .run_stage(deploy_stage("prod", "2", 1, "", json!({"trafficWeight": 5})))
+        .run_stage(deploy_stage(
+            "prod",
+            "2",
+            1,
+            "",
+            json!({"trafficWeight": 5}),
+        ))
         .await;
     assert_succeeded(&e);
     assert_eq!(
@@ -216,7 +222,8 @@ async fn parallel_deploys_into_one_cluster_each_keep_their_own_server_group() {
     // A canary and its baseline: two stages of one execution, same cluster, at the same time.
     let env = Env::new().await;
     env.given("prod", "1", 2, true).await;
-    env.fake.set_latency(ferry_provider::fake::Op::Create, Duration::from_millis(100));
+    env.fake
+        .set_latency(ferry_provider::fake::Op::Create, Duration::from_millis(100));
     let mut a = deploy_stage("prod", "1", 1, "", json!({"trafficWeight": 5}));
     a["refId"] = json!("1");
     a["name"] = json!("Deploy baseline");

@@ -5,9 +5,7 @@ use super::{AnalysisEnv, ArgSpec, MetricSpec, ProviderSpec, WebMethod};
 use async_trait::async_trait;
 use ferry_canary::{CanaryServices, compare};
 use ferry_http::{GuardedRequest, redact_url};
-use ferry_judge::judge::{
-    JudgeResult, MetricData, SummaryClassification, Thresholds,
-};
+use ferry_judge::judge::{JudgeResult, MetricData, SummaryClassification, Thresholds};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;

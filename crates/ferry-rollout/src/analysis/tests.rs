@@ -3,12 +3,12 @@
 //! store.
 
 use super::measure::{Measure, MeasureCtx};
-use ferry_testkit::prometheus::TestPrometheus;
 use super::*;
 use ferry_canary::{CanaryServices, MetricQuery, MetricSource, SourceError, Sources};
 use ferry_core::{Problem, Store};
 use ferry_expr::Limits;
 use ferry_http::UrlPolicy;
+use ferry_testkit::prometheus::TestPrometheus;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -44,10 +44,14 @@ impl Env {
             path: dir.path().join("ferry.db"),
         };
         let store = ferry_store::open(&cfg).await.unwrap();
-        let engine = Engine::start(store.clone(), registry(&fake, &store), EngineConfig::default())
-            .await
-            .unwrap()
-            .0;
+        let engine = Engine::start(
+            store.clone(),
+            registry(&fake, &store),
+            EngineConfig::default(),
+        )
+        .await
+        .unwrap()
+        .0;
         Env {
             fake,
             store,
@@ -103,7 +107,8 @@ impl Env {
     }
 
     async fn done(&self, id: &str) -> Execution {
-        self.until(id, "completion", |e| e.status.is_complete()).await
+        self.until(id, "completion", |e| e.status.is_complete())
+            .await
     }
 
     async fn input(&self, id: &str, input: Value) {
@@ -200,7 +205,11 @@ async fn steps_shift_traffic_pause_and_promote() {
     let old = env.fake.server_group("local", &v1).await.unwrap().unwrap();
     assert!(!old.enabled);
     assert_eq!(old.capacity.desired, 0);
-    assert!(env.fake.traffic_gaps().is_empty(), "{:?}", env.fake.traffic_gaps());
+    assert!(
+        env.fake.traffic_gaps().is_empty(),
+        "{:?}",
+        env.fake.traffic_gaps()
+    );
 }
 
 #[tokio::test]
@@ -210,13 +219,19 @@ async fn abort_gives_the_stable_its_traffic_back_and_removes_the_canary() {
     let id = env
         .start(stage(json!([{"setWeight": 40}, {"pause": {}}]), json!({})))
         .await;
-    env.until(&id, "paused", |e| e.stages[0].outputs["rollout"]["status"] == json!("Paused"))
-        .await;
+    env.until(&id, "paused", |e| {
+        e.stages[0].outputs["rollout"]["status"] == json!("Paused")
+    })
+    .await;
     env.input(&id, json!({"abort": "errors in the logs"})).await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
     assert_eq!(rollout_of(&e)["status"], json!("Degraded"));
-    assert!(error_of(&e).contains("aborted by a user: errors in the logs"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("aborted by a user: errors in the logs"),
+        "{}",
+        error_of(&e)
+    );
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
     assert_eq!(env.fake.server_group_names(), vec![v1]);
     assert!(env.fake.traffic_gaps().is_empty());
@@ -232,13 +247,19 @@ async fn full_promotion_skips_the_remaining_steps() {
             json!({}),
         ))
         .await;
-    env.until(&id, "paused", |e| e.stages[0].outputs["rollout"]["status"] == json!("Paused"))
-        .await;
+    env.until(&id, "paused", |e| {
+        e.stages[0].outputs["rollout"]["status"] == json!("Paused")
+    })
+    .await;
     env.input(&id, json!({"promote": "full"})).await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
     assert_eq!(rollout_of(&e)["canaryWeight"], json!(100));
-    assert!(!weights(&env).iter().any(|w| w.ends_with(" 20")), "{:?}", weights(&env));
+    assert!(
+        !weights(&env).iter().any(|w| w.ends_with(" 20")),
+        "{:?}",
+        weights(&env)
+    );
 }
 
 #[tokio::test]
@@ -264,7 +285,11 @@ async fn a_canary_that_never_becomes_healthy_aborts() {
     let id = env.start(s).await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
-    assert!(error_of(&e).contains("did not become healthy"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("did not become healthy"),
+        "{}",
+        error_of(&e)
+    );
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1, 100)]);
 }
 
@@ -316,7 +341,10 @@ impl Hooks {
     }
 
     fn answer(&self, path: &str, script: Vec<(u16, Value)>) {
-        self.answers.lock().unwrap().insert(path.to_string(), script);
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), script);
     }
 
     fn url(&self, path: &str) -> String {
@@ -348,14 +376,20 @@ async fn webhooks_gate_check_and_roll_back() {
         {"name": "undo", "type": "rollback", "url": hooks.url("rollback")},
     ]});
     let id = env
-        .start(stage(json!([{"setWeight": 10}, {"setWeight": 20}]), webhooks))
+        .start(stage(
+            json!([{"setWeight": 10}, {"setWeight": 20}]),
+            webhooks,
+        ))
         .await;
     let e = env.done(&id).await;
     // The gate said no once, then yes; the second `rollout` check failed: aborted.
     assert_eq!(hooks.calls("confirm").len(), 2);
     assert_eq!(e.status, Status::Terminal);
     let error = error_of(&e);
-    assert!(error.contains("webhook load (rollout) answered 500"), "{error}");
+    assert!(
+        error.contains("webhook load (rollout) answered 500"),
+        "{error}"
+    );
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
     let step_calls = hooks.calls("step");
     assert_eq!(step_calls[0]["metadata"]["cmd"], json!("hey"));
@@ -375,7 +409,11 @@ async fn webhooks_gate_check_and_roll_back() {
         .await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
-    assert!(error_of(&e).contains("rollback webhook undo asked to roll back"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("rollback webhook undo asked to roll back"),
+        "{}",
+        error_of(&e)
+    );
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1, 100)]);
 }
 
@@ -403,7 +441,11 @@ async fn a_failed_analysis_aborts_and_an_inconclusive_one_waits_for_a_person() {
         .await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
-    assert!(error_of(&e).contains("analysis at step 2 ended Failed"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("analysis at step 2 ended Failed"),
+        "{}",
+        error_of(&e)
+    );
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
 
     let id = env
@@ -457,7 +499,11 @@ async fn analysis_templates_are_read_from_the_store() {
         .await;
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
-    assert!(error_of(&e).contains("analysis template \"missing\" not found"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("analysis template \"missing\" not found"),
+        "{}",
+        error_of(&e)
+    );
 }
 
 #[tokio::test]
@@ -492,7 +538,10 @@ async fn rollout_conforms() {
                     "stages[0].strategy.canary.steps[0]",
                 ),
                 (
-                    stage(json!([]), json!({"webhooks": [{"name": "x", "type": "later", "url": "http://x"}]})),
+                    stage(
+                        json!([]),
+                        json!({"webhooks": [{"name": "x", "type": "later", "url": "http://x"}]}),
+                    ),
                     "stages[0].webhooks[0].type",
                 ),
             ],
@@ -530,7 +579,12 @@ async fn blue_green_previews_switches_at_once_and_keeps_the_old_until_the_delay(
         .await;
     let green = rollout_of(&e)["canary"].as_str().unwrap().to_string();
     // The preview has one instance and no traffic; the analysis ran against it.
-    let preview = env.fake.server_group("local", &green).await.unwrap().unwrap();
+    let preview = env
+        .fake
+        .server_group("local", &green)
+        .await
+        .unwrap()
+        .unwrap();
     assert!(!preview.enabled);
     assert_eq!(preview.capacity.desired, 1);
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
@@ -540,13 +594,25 @@ async fn blue_green_previews_switches_at_once_and_keeps_the_old_until_the_delay(
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Succeeded, "{}", error_of(&e));
     assert_eq!(rollout_of(&e)["status"], json!("Healthy"));
-    let green_now = env.fake.server_group("local", &green).await.unwrap().unwrap();
-    assert_eq!(green_now.capacity.desired, 2, "scaled to full capacity before the switch");
+    let green_now = env
+        .fake
+        .server_group("local", &green)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        green_now.capacity.desired, 2,
+        "scaled to full capacity before the switch"
+    );
     assert_eq!(env.fake.serving("shop-prod"), vec![(green.clone(), 100)]);
     let blue = env.fake.server_group("local", &v1).await.unwrap().unwrap();
     assert!(!blue.enabled);
     assert_eq!(blue.capacity.desired, 0);
-    assert!(env.fake.traffic_gaps().is_empty(), "{:?}", env.fake.traffic_gaps());
+    assert!(
+        env.fake.traffic_gaps().is_empty(),
+        "{:?}",
+        env.fake.traffic_gaps()
+    );
 }
 
 #[tokio::test]
@@ -565,7 +631,11 @@ async fn blue_green_switches_back_when_post_promotion_analysis_fails() {
     let e = env.done(&id).await;
     assert_eq!(e.status, Status::Terminal);
     assert_eq!(rollout_of(&e)["status"], json!("Degraded"));
-    assert!(error_of(&e).contains("post-promotion ended Failed"), "{}", error_of(&e));
+    assert!(
+        error_of(&e).contains("post-promotion ended Failed"),
+        "{}",
+        error_of(&e)
+    );
     // The old version, still running, serves again; the new one is gone.
     assert_eq!(env.fake.serving("shop-prod"), vec![(v1.clone(), 100)]);
     assert_eq!(env.fake.server_group_names(), vec![v1]);
