@@ -279,6 +279,7 @@ async fn deploy_runs(
         routes: vec![],
         default_cluster: Some("bench-prod".into()),
         firewalls: vec![],
+        preview_listeners: vec![],
     })
     .await?;
     let doc = json!({"application": "bench", "name": "deploy", "parameterConfig": [{"name": "version", "required": true}],

@@ -4,6 +4,8 @@
 //! requests and a version 200 ms slower must each be caught and removed automatically; a good
 //! version must be promoted. Then the example `rollout` pipeline (Argo Rollouts' canary steps with
 //! an analysis by the same judge) aborts a version with 10 % errors and promotes a good one.
+//! The rollout commands are driven as `ferry rollout` sends them, and a blue/green rollout
+//! shows the new version on the preview listener before promotion switches the active one.
 //! Each case prints the share of requests the new version served.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -91,11 +93,12 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     } = Ferry::start().await;
 
     // The example's canary config and pipeline, as shipped; a load balancer on a free port.
-    let lb_port = free_port();
+    let (lb_port, preview_port) = (free_port(), free_port());
     let mut docs = vec![
         json!({"kind": "Application", "name": "shop"}),
         json!({"kind": "LoadBalancer", "name": "shop", "application": "shop",
                "listeners": [{"port": lb_port, "address": "127.0.0.1"}],
+               "previewListeners": [{"port": preview_port, "address": "127.0.0.1"}],
                "routes": [{"pathPrefix": "/kids", "cluster": "shop-prod-kids"}]}),
     ];
     docs.push(
@@ -119,8 +122,13 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     let mut manual = rollout.clone();
     manual["name"] = json!("rollout-manual");
     manual["stages"][0]["strategy"]["canary"]["steps"] = json!([{"setWeight": 30}, {"pause": {}}]);
+    let mut blue_green = rollout.clone();
+    blue_green["name"] = json!("blue-green");
+    blue_green["stages"][0]["strategy"] =
+        json!({"blueGreen": {"autoPromotionEnabled": false, "scaleDownDelaySeconds": 0}});
     docs.push(rollout);
     docs.push(manual);
+    docs.push(blue_green);
     let mut template = example("analysis-template.yaml").remove(0);
     template["metrics"][0]["initialDelay"] = json!("3s");
     template["metrics"][0]["interval"] = json!("3s");
@@ -361,6 +369,60 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*load.last_version.lock().unwrap(), "6.0.0");
+
+    // 6. Blue/green: the preview listener serves the new version while the active one keeps
+    // the old; promotion switches the active listener at once.
+    let (status, v) = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/applications/shop/pipelines/blue-green/run",
+            Some(json!({"parameters": {"version": "8.0.0", "shopBinary": shop.display().to_string()}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, e) = api
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/v1/executions/{id}"),
+                None,
+            )
+            .await;
+        if e["stages"][0]["outputs"]["rollout"]["status"] == "Paused" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never paused: {e}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let version_at = |port: u16| {
+        let http = api.http.clone();
+        async move {
+            let r = http
+                .get(format!("http://127.0.0.1:{port}/kids"))
+                .send()
+                .await
+                .unwrap();
+            r.headers()["x-shop-version"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(version_at(preview_port).await, "8.0.0");
+    assert_eq!(version_at(lb_port).await, "6.0.0");
+    ferry_cli::rollout::run(
+        &client,
+        &ferry_cli::cli::RolloutCommand::Promote {
+            args: args(&id),
+            full: false,
+        },
+    )
+    .await
+    .unwrap();
+    let e = api.wait(&id).await;
+    assert_eq!(e["status"], "SUCCEEDED", "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(*load.last_version.lock().unwrap(), "8.0.0");
+    assert_eq!(version_at(preview_port).await, "8.0.0");
 
     load.stop.store(true, Ordering::Relaxed);
     for w in workers {

@@ -640,12 +640,12 @@ impl HostProvider {
             .groups
             .values()
             .flat_map(|g| g.instances.values().map(|i| i.port))
-            .chain(
-                state
-                    .load_balancers
-                    .values()
-                    .flat_map(|l| l.listeners.iter().map(|l| l.port)),
-            )
+            .chain(state.load_balancers.values().flat_map(|l| {
+                l.listeners
+                    .iter()
+                    .chain(&l.preview_listeners)
+                    .map(|l| l.port)
+            }))
             .collect();
         let span = u32::from(range.end - range.start);
         let from = u32::from(state.next_port.clamp(range.start, range.end - 1) - range.start);
@@ -888,17 +888,26 @@ impl HostProvider {
             problems.push("listeners: a load balancer needs at least one listener".into());
         }
         let mut seen = HashSet::new();
-        for (i, l) in spec.listeners.iter().enumerate() {
+        let listeners = spec.listeners.iter().map(|l| ("listeners", l));
+        let previews = spec
+            .preview_listeners
+            .iter()
+            .map(|l| ("previewListeners", l));
+        let mut index: BTreeMap<&str, usize> = BTreeMap::new();
+        for (field, l) in listeners.chain(previews) {
+            let slot = index.entry(field).or_insert(0);
+            let i = *slot;
+            *slot += 1;
             if l.port == 0 {
-                problems.push(format!("listeners[{i}].port: must not be 0"));
+                problems.push(format!("{field}[{i}].port: must not be 0"));
             }
             match traffic::listener_ip(l.address.as_deref(), self.inner.config.listen_address) {
                 Ok(ip) => {
                     if !seen.insert((ip, l.port)) {
-                        problems.push(format!("listeners[{i}]: {ip}:{} is listed twice", l.port));
+                        problems.push(format!("{field}[{i}]: {ip}:{} is listed twice", l.port));
                     }
                 }
-                Err(e) => problems.push(format!("listeners[{i}].address: {e}")),
+                Err(e) => problems.push(format!("{field}[{i}].address: {e}")),
             }
         }
         for (i, r) in spec.routes.iter().enumerate() {

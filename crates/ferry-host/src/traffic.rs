@@ -9,6 +9,9 @@
 //!   account, that list the load balancer, oldest first; a server group being destroyed is left
 //!   out. A group's backends are its instances that are up (passed their readiness check) and
 //!   are not being removed by a resize.
+//! - Each preview listener (`previewListeners`, blue/green's preview service) has the same
+//!   routes, to pools named `<account>/<lb>/<cluster>/preview` that hold one group: the newest
+//!   server group of the cluster with instances up, enabled or not, at full weight.
 //! - Firewalls named by a load balancer become the allow and deny lists of its listeners (the
 //!   lists of several firewalls are concatenated; deny wins, and an empty allow list allows every
 //!   source not denied).
@@ -41,6 +44,11 @@ pub(crate) struct GroupView {
 /// The pool that carries `cluster`'s traffic for load balancer `lb`.
 pub(crate) fn pool_name(account: &str, lb: &str, cluster: &str) -> String {
     format!("{account}/{lb}/{cluster}")
+}
+
+/// The pool that carries `cluster`'s preview traffic for load balancer `lb`.
+pub(crate) fn preview_pool_name(account: &str, lb: &str, cluster: &str) -> String {
+    format!("{account}/{lb}/{cluster}/preview")
 }
 
 /// The clusters a load balancer sends traffic to.
@@ -98,10 +106,19 @@ pub(crate) fn build(
                 deny.extend(f.deny.iter().copied());
             }
         }
-        for listener in &lb.listeners {
+        let listeners = lb.listeners.iter().map(|l| (l, false));
+        let previews = lb.preview_listeners.iter().map(|l| (l, true));
+        for (listener, preview) in listeners.chain(previews) {
             // Addresses were checked when the load balancer was upserted.
             let ip = listener_ip(listener.address.as_deref(), default_ip).unwrap_or(default_ip);
             let bind = SocketAddr::new(ip, listener.port);
+            let pool = |cluster: &str| {
+                if preview {
+                    preview_pool_name(account, name, cluster)
+                } else {
+                    pool_name(account, name, cluster)
+                }
+            };
             config.listeners.push(ListenerConfig {
                 name: format!("{account}/{name}/{bind}"),
                 bind,
@@ -110,13 +127,10 @@ pub(crate) fn build(
                     .iter()
                     .map(|r| RouteConfig {
                         path_prefix: r.path_prefix.clone(),
-                        pool: pool_name(account, name, &r.cluster),
+                        pool: pool(&r.cluster),
                     })
                     .collect(),
-                default_pool: lb
-                    .default_cluster
-                    .as_deref()
-                    .map(|c| pool_name(account, name, c)),
+                default_pool: lb.default_cluster.as_deref().map(pool),
                 allow: allow.clone(),
                 deny: deny.clone(),
             });
@@ -131,29 +145,46 @@ pub(crate) fn build(
                 })
                 .collect();
             members.sort_by_key(|g| g.sequence);
+            if !lb.preview_listeners.is_empty() {
+                // The newest server group with instances up, whether it takes traffic or not.
+                let newest = members.iter().rev().find(|g| !g.backends.is_empty());
+                config.pools.push(PoolConfig {
+                    name: preview_pool_name(account, name, cluster),
+                    health_check: None,
+                    groups: newest
+                        .map(|g| GroupConfig {
+                            weight: 100,
+                            enabled: true,
+                            ..group_config(g)
+                        })
+                        .into_iter()
+                        .collect(),
+                });
+            }
             config.pools.push(PoolConfig {
                 name: pool_name(account, name, cluster),
                 health_check: None,
-                groups: members
-                    .into_iter()
-                    .map(|g| GroupConfig {
-                        name: g.name.clone(),
-                        weight: g.weight,
-                        enabled: g.enabled,
-                        backends: g
-                            .backends
-                            .iter()
-                            .map(|(id, port)| BackendConfig {
-                                id: id.clone(),
-                                addr: SocketAddr::from(([127, 0, 0, 1], *port)),
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+                groups: members.into_iter().map(group_config).collect(),
             });
         }
     }
     config
+}
+
+fn group_config(g: &GroupView) -> GroupConfig {
+    GroupConfig {
+        name: g.name.clone(),
+        weight: g.weight,
+        enabled: g.enabled,
+        backends: g
+            .backends
+            .iter()
+            .map(|(id, port)| BackendConfig {
+                id: id.clone(),
+                addr: SocketAddr::from(([127, 0, 0, 1], *port)),
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -184,6 +215,7 @@ mod tests {
                 .collect(),
             default_cluster: default.map(Into::into),
             firewalls: vec!["office".into()],
+            preview_listeners: vec![],
         }
     }
 
@@ -204,6 +236,55 @@ mod tests {
             weight: 100,
             backends: backends.iter().map(|(i, p)| (i.to_string(), *p)).collect(),
         }
+    }
+
+    #[test]
+    fn preview_listeners_route_to_the_newest_server_group_with_instances_up() {
+        let mut spec = lb("web", 8080, &[("/kids", "shop-kids")], None);
+        spec.firewalls.clear();
+        spec.preview_listeners = vec![Listener {
+            port: 8081,
+            address: None,
+        }];
+        let mut lbs = ByName::new();
+        lbs.insert(("local".into(), "web".into()), spec);
+        let mut blue = group("shop-kids-v001", "shop-kids", 1, &["web"], &[("b", 20001)]);
+        blue.weight = 100;
+        let mut green = group("shop-kids-v002", "shop-kids", 2, &["web"], &[("g", 20002)]);
+        green.enabled = false;
+        // Newest, but nothing up yet: not the preview.
+        let starting = group("shop-kids-v003", "shop-kids", 3, &["web"], &[]);
+        let config = build(
+            &lbs,
+            &ByName::new(),
+            &[blue, green, starting],
+            IpAddr::from([127, 0, 0, 1]),
+        );
+        let preview = config
+            .listeners
+            .iter()
+            .find(|l| l.bind.port() == 8081)
+            .unwrap();
+        assert_eq!(preview.routes[0].pool, "local/web/shop-kids/preview");
+        let pool = config
+            .pools
+            .iter()
+            .find(|p| p.name == "local/web/shop-kids/preview")
+            .unwrap();
+        assert_eq!(pool.groups.len(), 1);
+        assert_eq!(pool.groups[0].name, "shop-kids-v002");
+        assert!(
+            pool.groups[0].enabled,
+            "the preview takes its traffic while disabled"
+        );
+        // The active pool is unchanged: green is disabled there.
+        let active = config
+            .pools
+            .iter()
+            .find(|p| p.name == "local/web/shop-kids")
+            .unwrap();
+        assert_eq!(active.groups.len(), 3);
+        assert!(!active.groups[1].enabled);
     }
 
     #[test]

@@ -296,6 +296,7 @@ fn load_balancer(
             .collect(),
         default_cluster: Some(default.into()),
         firewalls: vec![],
+        preview_listeners: vec![],
     }
 }
 

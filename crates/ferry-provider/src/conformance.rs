@@ -478,6 +478,7 @@ async fn checks(p: &dyn Provider, f: &Fixture) -> Result<(), String> {
             routes: vec![],
             default_cluster: Some(a0.cluster()),
             firewalls: vec![],
+            preview_listeners: vec![],
         };
         p.upsert_load_balancer(lb.clone())
             .await

@@ -266,6 +266,11 @@ pub struct LoadBalancerSpec {
     /// Firewalls applied to its listeners.
     #[serde(default)]
     pub firewalls: Vec<String>,
+    /// Preview listeners (blue/green's preview service): the same routes, each to the newest
+    /// server group of the cluster that has instances up, enabled or not — the version about
+    /// to be promoted, or the active one when there is none.
+    #[serde(default)]
+    pub preview_listeners: Vec<Listener>,
 }
 
 /// A firewall: source CIDR allow and deny lists for listeners. Deny wins; an empty allow list

@@ -41,8 +41,9 @@
 //! promoted, with `autoPromotionSeconds` it waits that long; it is scaled to full capacity and
 //! traffic switches at once (the new one enabled, the old ones disabled, draining).
 //! `postPromotionAnalysis` runs next; if it fails, the old version — still running — is switched
-//! back instantly. After `scaleDownDelaySeconds` the old version is scaled to 0. Ferry has no
-//! preview listener: the preview is reached at its instances.
+//! back instantly. After `scaleDownDelaySeconds` the old version is scaled to 0. The cluster's
+//! load balancers are the active service; their `previewListeners` are the preview service
+//! (they route to the newest server group with instances up: the preview until promotion).
 //!
 //! Status (output `rollout.status`): Progressing, Paused, Healthy, Degraded.
 
@@ -278,7 +279,7 @@ fn read_blue_green(b: &mut Fields<'_>) -> Option<BlueGreen> {
         if b.get(key).is_some() {
             b.problem(
                 key,
-                "does not apply: the cluster's load balancers are the active service; the preview is reached at its instances (args preview-address)",
+                "does not apply: the cluster's load balancers are the active service, and their previewListeners the preview service",
             );
         }
     }

@@ -72,6 +72,23 @@ fn parse_load_balancer(
             ));
         }
     }
+    for (i, l) in spec.preview_listeners.iter().enumerate() {
+        if l.port == 0 {
+            problems.push(Problem::new(
+                format!("{prefix}.previewListeners[{i}].port"),
+                "must be 1-65535",
+            ));
+        } else if spec
+            .listeners
+            .iter()
+            .any(|m| m.port == l.port && m.address == l.address)
+        {
+            problems.push(Problem::new(
+                format!("{prefix}.previewListeners[{i}].port"),
+                "is already a listener of this load balancer",
+            ));
+        }
+    }
     for (i, r) in spec.routes.iter().enumerate() {
         if !r.path_prefix.starts_with('/') {
             problems.push(Problem::new(
