@@ -45,6 +45,11 @@ pub fn register(registry: &mut Registry, services: CanaryServices) {
     registry.register(Typed(stage::KayentaCanary { services }));
 }
 
+/// Adds the canary stage types for validating pipelines only (no store, no sources).
+pub fn register_for_validation(registry: &mut Registry) {
+    registry.register(ferry_engine::ValidateOnly::<stage::KayentaCanary>::new());
+}
+
 /// Checks a canary config document: the judge's rules (`ferry_judge::parse_canary_config`) and
 /// every metric's query against the source its `type` names. Every problem is reported, with
 /// its path.

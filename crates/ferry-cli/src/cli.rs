@@ -192,11 +192,17 @@ a real `ferry server`. The examples (application `shop`, pipeline `release`) are
     Demo(DemoArgs),
 
     /// Canary analysis: judge recorded samples offline, or report a canary stage's results.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ferry canary judge --config canary.yaml --baseline b.json --canary c.json\n  ferry canary report 01HXYZ..."
+    )]
     Canary(CanaryCommand),
 
     /// Progressive rollouts: status, promote, abort, retry and undo of a `rollout` stage.
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  ferry rollout get 01HXYZ...\n  ferry rollout promote 01HXYZ... --full\n  ferry rollout abort 01HXYZ... --reason \"errors\""
+    )]
     Rollout(RolloutCommand),
 }
 

@@ -88,6 +88,8 @@ fn offline_registry() -> Result<ferry_engine::Registry, CliError> {
         work_dir: std::env::temp_dir(),
     });
     ferry_deploy::register(&mut registry, ferry_deploy::Providers::new());
+    ferry_canary::register_for_validation(&mut registry);
+    ferry_rollout::register_for_validation(&mut registry);
     Ok(registry)
 }
 

@@ -20,7 +20,7 @@ pub use engine::{
     ExecutionEvent, RunRequest,
 };
 pub use registry::Registry;
-pub use stage::{StageCtx, StageError, StageType, Step, Typed, TypedStage};
+pub use stage::{StageCtx, StageError, StageType, Step, Typed, TypedStage, ValidateOnly};
 pub use validate::validate_pipeline;
 
 #[cfg(test)]

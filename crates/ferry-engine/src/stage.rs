@@ -217,3 +217,57 @@ impl<T: TypedStage> StageType for Typed<T> {
         T::accept_input(context, input)
     }
 }
+
+/// A stage type known only by its configuration: it validates pipelines like the real one but
+/// refuses to run. For checking documents where the stage's services do not exist
+/// (`ferry validate` offline).
+pub struct ValidateOnly<T>(std::marker::PhantomData<fn() -> T>);
+
+impl<T> ValidateOnly<T> {
+    /// The validating stand-in for `T`.
+    pub fn new() -> Self {
+        ValidateOnly(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for ValidateOnly<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[async_trait]
+impl<T: TypedStage> StageType for ValidateOnly<T> {
+    fn type_name(&self) -> &'static str {
+        T::TYPE
+    }
+    fn task_name(&self) -> &'static str {
+        T::TASK
+    }
+    fn validate(&self, def: &StageDef, path: &str, problems: &mut Vec<Problem>) {
+        let value = Value::Object(def.context.clone());
+        let _ = T::config(&mut Fields::lenient(&value, path, problems));
+    }
+    fn raw_fields(&self, def: &StageDef) -> Vec<String> {
+        T::raw_fields(def)
+    }
+    fn default_timeout(&self) -> Option<Duration> {
+        T::default_timeout()
+    }
+    async fn step(&self, _ctx: &mut StageCtx) -> Result<Step, StageError> {
+        Err(StageError::Fatal(format!(
+            "the {} stage type is registered for validation only here",
+            T::TYPE
+        )))
+    }
+    async fn cancel(&self, _ctx: &mut StageCtx) -> Result<(), StageError> {
+        Ok(())
+    }
+    fn accept_input(
+        &self,
+        context: &Map<String, Value>,
+        input: &Map<String, Value>,
+    ) -> Result<(), String> {
+        T::accept_input(context, input)
+    }
+}

@@ -42,3 +42,8 @@ pub struct RolloutServices {
 pub fn register(registry: &mut Registry, services: RolloutServices) {
     registry.register(Typed(rollout::Rollout { services }));
 }
+
+/// Adds the `rollout` stage type for validating pipelines only (no providers or store).
+pub fn register_for_validation(registry: &mut Registry) {
+    registry.register(ferry_engine::ValidateOnly::<rollout::Rollout>::new());
+}
