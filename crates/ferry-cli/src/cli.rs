@@ -352,6 +352,16 @@ pub struct ServerArgs {
     /// available to canary analysis.
     #[arg(long, env = "FERRY_PROMETHEUS_URL", value_name = "URL")]
     pub prometheus_url: Option<String>,
+
+    /// Address the built-in load balancer's listeners bind when a LoadBalancer document gives
+    /// none (its listeners may set their own `address`). 0.0.0.0 serves every interface.
+    #[arg(
+        long,
+        env = "FERRY_LB_ADDRESS",
+        default_value = "127.0.0.1",
+        value_name = "IP"
+    )]
+    pub lb_address: std::net::IpAddr,
 }
 
 /// `-f` for `apply` and `validate`.
@@ -669,7 +679,20 @@ mod tests {
             s.allow_networks,
             vec!["127.0.0.0/8".parse::<IpNet>().unwrap()]
         );
+        assert_eq!(
+            s.lb_address,
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            "default"
+        );
         assert!(parse(&["server", "--allow-network", "not-a-cidr"]).is_err());
+        let Command::Server(s) = parse(&["server", "--lb-address", "0.0.0.0"])
+            .unwrap()
+            .command
+        else {
+            panic!("not server")
+        };
+        assert_eq!(s.lb_address, std::net::IpAddr::from([0, 0, 0, 0]));
+        assert!(parse(&["server", "--lb-address", "localhost"]).is_err());
         assert!(parse(&["apply"]).is_err(), "-f is required");
     }
 

@@ -82,6 +82,7 @@ pub async fn run(args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
         allow_url_hosts: Vec::new(),
         max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
         prometheus_url: None,
+        lb_address: std::net::IpAddr::from([127, 0, 0, 1]),
     };
     let server = server::start(&options)
         .await

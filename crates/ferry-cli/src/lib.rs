@@ -169,6 +169,7 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
                 allow_url_hosts: a.allow_url_hosts,
                 max_body_bytes: a.max_body_bytes,
                 prometheus_url: a.prometheus_url,
+                lb_address: a.lb_address,
             };
             server::run(&options)
                 .await

@@ -41,6 +41,8 @@ pub struct ServerOptions {
     pub max_body_bytes: usize,
     /// A Prometheus server for canary analysis (`query.type: prometheus`).
     pub prometheus_url: Option<String>,
+    /// Where load balancer listeners without an address bind.
+    pub lb_address: std::net::IpAddr,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -55,6 +57,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("allow_networks", &self.allow_networks)
             .field("allow_url_hosts", &self.allow_url_hosts)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("lb_address", &self.lb_address)
             .field(
                 "prometheus_url",
                 &self.prometheus_url.as_deref().map(ferry_http::redact_url),
@@ -274,10 +277,11 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
         work_dir,
     };
     let mut registry = ferry_stages::core_registry(&services);
-    let host =
-        ferry_host::HostProvider::start(ferry_host::HostConfig::new(options.data_dir.join("host")))
-            .await
-            .map_err(ServerError::Provider)?;
+    let mut host_config = ferry_host::HostConfig::new(options.data_dir.join("host"));
+    host_config.listen_address = options.lb_address;
+    let host = ferry_host::HostProvider::start(host_config)
+        .await
+        .map_err(ServerError::Provider)?;
     let host_provider: Arc<dyn ferry_provider::Provider> = Arc::new(host.clone());
     ferry_deploy::register(
         &mut registry,
@@ -445,6 +449,7 @@ mod tests {
             allow_url_hosts: vec![],
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             prometheus_url: None,
+            lb_address: std::net::IpAddr::from([127, 0, 0, 1]),
         }
     }
 

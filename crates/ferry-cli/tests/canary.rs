@@ -18,6 +18,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use support::{Api, Ferry, Load, free_port, shop_binary, start_load};
 
+/// Where the load balancer's listeners bind (`--lb-address`): not the default, to show the
+/// flag reaches them.
+const LB_IP: [u8; 4] = [127, 0, 0, 2];
+
 fn example(name: &str) -> Vec<Value> {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../examples/shop/deploy")
@@ -90,15 +94,16 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         _cleanup,
         api,
         server,
-    } = Ferry::start().await;
+    } = Ferry::start_with(|o| o.lb_address = LB_IP.into()).await;
 
     // The example's canary config and pipeline, as shipped; a load balancer on a free port.
     let (lb_port, preview_port) = (free_port(), free_port());
     let mut docs = vec![
         json!({"kind": "Application", "name": "shop"}),
         json!({"kind": "LoadBalancer", "name": "shop", "application": "shop",
-               "listeners": [{"port": lb_port, "address": "127.0.0.1"}],
-               "previewListeners": [{"port": preview_port, "address": "127.0.0.1"}],
+               // No addresses: the listeners bind the server's --lb-address.
+               "listeners": [{"port": lb_port}],
+               "previewListeners": [{"port": preview_port}],
                "routes": [{"pathPrefix": "/kids", "cluster": "shop-prod-kids"}]}),
     ];
     docs.push(
@@ -170,7 +175,7 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
     };
 
     let load = Arc::new(Load::default());
-    let workers = start_load(format!("http://127.0.0.1:{lb_port}/kids"), load.clone());
+    let workers = start_load(format!("http://127.0.0.2:{lb_port}/kids"), load.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         load.ok.load(Ordering::Relaxed) > 0,
@@ -400,7 +405,7 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         let http = api.http.clone();
         async move {
             let r = http
-                .get(format!("http://127.0.0.1:{port}/kids"))
+                .get(format!("http://127.0.0.2:{port}/kids"))
                 .send()
                 .await
                 .unwrap();

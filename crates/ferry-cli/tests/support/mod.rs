@@ -73,9 +73,14 @@ pub struct Ferry {
 
 impl Ferry {
     pub async fn start() -> Ferry {
+        Ferry::start_with(|_| {}).await
+    }
+
+    /// Like [`Ferry::start`], with the server options adjusted first.
+    pub async fn start_with(adjust: impl FnOnce(&mut ferry_cli::server::ServerOptions)) -> Ferry {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
-        let options = ferry_cli::server::ServerOptions {
+        let mut options = ferry_cli::server::ServerOptions {
             listen: "127.0.0.1:0".into(),
             data_dir: dir.path().join("data"),
             database_url: None,
@@ -83,7 +88,9 @@ impl Ferry {
             allow_url_hosts: vec![],
             max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
             prometheus_url: None,
+            lb_address: std::net::IpAddr::from([127, 0, 0, 1]),
         };
+        adjust(&mut options);
         let cleanup = KillInstances(options.data_dir.join("host"));
         let server = ferry_cli::server::start(&options).await.unwrap();
         let token = std::fs::read_to_string(options.data_dir.join("admin.token")).unwrap();
