@@ -174,9 +174,9 @@ pub struct Supervision {
     /// Longest wait for in-flight requests when a server group is disabled or destroyed
     /// (default 30 s); after it, the operation goes on.
     pub drain_timeout: Duration,
-    /// Longest wait for the server group's in-flight requests before instances removed by a
-    /// resize are stopped (default 2 s). The load balancer drains a whole group, and a group
-    /// that keeps serving may never be idle, so this is short: the instances then get SIGTERM.
+    /// Longest wait for the requests still in flight on the instances a resize removes
+    /// (default 30 s), before they get SIGTERM. Only their own requests are waited for: the
+    /// rest of the server group keeps serving meanwhile.
     pub resize_drain_timeout: Duration,
     /// Time between checks that an adopted process (not Ferry's child) still runs (500 ms).
     pub liveness_poll: Duration,
@@ -193,7 +193,7 @@ impl Default for Supervision {
             crash_loop_window: Duration::from_secs(60),
             stop_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
-            resize_drain_timeout: Duration::from_secs(2),
+            resize_drain_timeout: Duration::from_secs(30),
             liveness_poll: Duration::from_millis(500),
             log_poll: Duration::from_millis(250),
         }

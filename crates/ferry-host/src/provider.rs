@@ -1120,13 +1120,16 @@ impl Provider for HostProvider {
             let desired = capacity.desired as usize;
             let grow = desired.saturating_sub(active.len()) as u32;
             let retiring: Vec<u32> = active.iter().skip(desired).copied().collect();
+            let mut retiring_ids = Vec::with_capacity(retiring.len());
             for n in &retiring {
                 if let Some(i) = group.instances.get_mut(n) {
                     i.retiring = true;
+                    retiring_ids.push(i.id.clone());
                 }
             }
-            (group.record.clone(), grow, retiring)
+            (group.record.clone(), grow, (retiring, retiring_ids))
         };
+        let (retiring, retiring_ids) = retiring;
         self.write_group(&record).await?;
         if grow > 0 {
             self.grow_locked(&gkey, grow).await?;
@@ -1134,18 +1137,19 @@ impl Provider for HostProvider {
         if retiring.is_empty() {
             return Ok(());
         }
+        // Watched before the configuration without them, so no request they take is missed.
+        let watch = self.inner.lb.watch_backends(name, &retiring_ids);
         if let Err(e) = self.apply_current().await {
             tracing::warn!("the load balancer configuration could not be applied: {e}");
         }
-        let pools = self.pools_of(&record);
         drop(ops);
         tracing::info!(server_group = %name, stopping = ?retiring, "resizing down");
-        self.drain(
-            &pools,
-            name,
-            self.inner.config.supervision.resize_drain_timeout,
-        )
-        .await;
+        if let Err(e) = watch
+            .drain(self.inner.config.supervision.resize_drain_timeout)
+            .await
+        {
+            tracing::warn!(server_group = %name, "draining the instances being removed did not finish: {e}");
+        }
         let (tasks, dirs): (Vec<JoinHandle<()>>, Vec<PathBuf>) = {
             let mut state = self.inner.state.lock();
             let Some(group) = state.groups.get_mut(&gkey) else {

@@ -31,6 +31,16 @@ pub enum LbError {
         /// Requests in flight when the timeout expired.
         in_flight: u64,
     },
+    /// Requests were still in flight on backends being removed when the timeout expired.
+    #[error(
+        "server group {group:?} still has {in_flight} requests in flight on the backends being removed"
+    )]
+    BackendDrainTimeout {
+        /// The group of the backends.
+        group: String,
+        /// Requests in flight when the timeout expired.
+        in_flight: u64,
+    },
     /// The load balancer was shut down; it takes no more configuration.
     #[error("the load balancer is shut down")]
     ShutDown,

@@ -156,6 +156,45 @@ enum ListenerPlan {
     Failed,
 }
 
+/// Backends being removed, watched until their last request ends (see [`Lb::watch_backends`]).
+pub struct BackendWatch {
+    group: String,
+    backends: Vec<Arc<BackendState>>,
+}
+
+impl BackendWatch {
+    /// Requests in flight on the watched backends.
+    pub fn in_flight(&self) -> u64 {
+        self.backends
+            .iter()
+            .map(|b| b.traffic.in_flight.load(Ordering::SeqCst))
+            .sum()
+    }
+
+    /// Waits until no request is in flight on the watched backends (call after applying the
+    /// configuration without them), or fails with [`LbError::BackendDrainTimeout`]. Requests
+    /// that chose a backend just before the new configuration are counted as soon as they
+    /// begin, so idle is only believed when it holds twice, 10 ms apart.
+    pub async fn drain(&self, timeout: Duration) -> Result<(), LbError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut idle_once = false;
+        loop {
+            let in_flight = self.in_flight();
+            if in_flight == 0 && idle_once {
+                return Ok(());
+            }
+            idle_once = in_flight == 0;
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LbError::BackendDrainTimeout {
+                    group: self.group.clone(),
+                    in_flight,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
 impl Default for Lb {
     fn default() -> Self {
         Lb::new()
@@ -556,6 +595,24 @@ impl Lb {
                     return Err(LbError::DrainTimeout { pool: pool.to_owned(), group: group.to_owned(), in_flight });
                 }
             }
+        }
+    }
+
+    /// A watch on the backends with these ids in `group` (in every pool), taken now: take it
+    /// before applying a configuration that removes them, then [`BackendWatch::drain`] waits
+    /// for the requests they still serve, and only theirs — the rest of the group may keep
+    /// serving (a resize down). Ids the load balancer does not know are ignored.
+    pub fn watch_backends(&self, group: &str, ids: &[String]) -> BackendWatch {
+        let state = self.inner.state.lock();
+        let backends = state
+            .backends
+            .iter()
+            .filter(|((_, g, id, _), _)| g == group && ids.contains(id))
+            .map(|(_, b)| b.clone())
+            .collect();
+        BackendWatch {
+            group: group.to_owned(),
+            backends,
         }
     }
 

@@ -985,6 +985,48 @@ async fn drain_waits_for_a_slow_in_flight_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removed_backends_drain_while_the_rest_of_the_group_keeps_serving() {
+    let slow = TestBackend::start("slow").await;
+    let stays = TestBackend::start("stays").await;
+    let lb = Lb::new();
+    lb.apply(app(vec![group("g", 1, true, &[&slow])]))
+        .await
+        .unwrap();
+    let url = format!("http://{}/slow", addr_of(&lb, "web"));
+    let request = tokio::spawn({
+        let url = url.clone();
+        async move { get(&client(), &url).await }
+    });
+    wait_for("request in flight", Duration::from_secs(5), || {
+        lb.status().group("app", "g").unwrap().in_flight == 1
+    })
+    .await;
+    // Resize down: `slow` leaves the group, `stays` stays (and keeps serving).
+    let slow_id = slow.config().id.to_string();
+    let watch = lb.watch_backends("g", &[slow_id, "unknown".into()]);
+    assert_eq!(watch.in_flight(), 1);
+    lb.apply(app(vec![group("g", 1, true, &[&stays])]))
+        .await
+        .unwrap();
+    match watch.drain(Duration::from_millis(50)).await {
+        Err(LbError::BackendDrainTimeout { in_flight: 1, .. }) => {}
+        other => panic!("expected a drain timeout, got {other:?}"),
+    }
+    // Meanwhile the group answers from the backend that stays.
+    let fast = format!("http://{}/", addr_of(&lb, "web"));
+    assert_eq!(
+        get(&client(), &fast).await,
+        (StatusCode::OK, "stays".to_string())
+    );
+    let started = std::time::Instant::now();
+    watch.drain(Duration::from_secs(5)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(request.await.unwrap(), (StatusCode::OK, "slow".to_string()));
+    assert_eq!(watch.in_flight(), 0);
+    lb.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removed_group_can_still_be_drained() {
     let slow = TestBackend::start("slow").await;
     let lb = Lb::new();
