@@ -606,18 +606,11 @@ impl Rollout {
                             };
                         }
                     };
-                let payload = Self::payload(st, &execution_id);
-                if let Err(e) = webhook::call_all(
-                    &self.services.http,
-                    &c.webhooks,
-                    HookType::ConfirmRollout,
-                    &payload,
-                )
-                .await
+                if let Some(wait) = self
+                    .gate(c, st, &execution_id, HookType::ConfirmRollout)
+                    .await
                 {
-                    st.status = RolloutStatus::Paused;
-                    st.message = Some(format!("waiting for confirm-rollout: {e}"));
-                    return running(GATE_RETRY);
+                    return wait;
                 }
                 let serving: Vec<&ServerGroup> = groups.iter().filter(|g| g.enabled).collect();
                 st.stable = serving.iter().map(|g| g.name.clone()).collect();
@@ -812,18 +805,11 @@ impl Rollout {
                     st.phase = Phase::Promoting;
                     return now_step();
                 };
-                let payload = Self::payload(st, &execution_id);
-                if let Err(e) = webhook::call_all(
-                    &self.services.http,
-                    &c.webhooks,
-                    HookType::ConfirmPromotion,
-                    &payload,
-                )
-                .await
+                if let Some(wait) = self
+                    .gate(c, st, &execution_id, HookType::ConfirmPromotion)
+                    .await
                 {
-                    st.status = RolloutStatus::Paused;
-                    st.message = Some(format!("waiting for confirm-promotion: {e}"));
-                    return running(GATE_RETRY);
+                    return wait;
                 }
                 if promote.is_none() {
                     if !b.auto_promotion_enabled {
@@ -987,6 +973,23 @@ impl Rollout {
         }
     }
 
+    /// Asks the gate webhooks of `kind` (`confirm-rollout`, `confirm-promotion`): `None` when
+    /// they all said yes, else the step that waits and asks again.
+    async fn gate(
+        &self,
+        c: &RolloutConfig,
+        st: &mut RolloutState,
+        execution_id: &str,
+        kind: HookType,
+    ) -> Option<Step> {
+        let payload = Self::payload(st, execution_id);
+        let answer = webhook::call_all(&self.services.http, &c.webhooks, kind, &payload).await;
+        let e = answer.err()?;
+        st.status = RolloutStatus::Paused;
+        st.message = Some(format!("waiting for {}: {e}", kind.name()));
+        Some(running(GATE_RETRY))
+    }
+
     fn abort(&self, st: &mut RolloutState, reason: String) -> Step {
         st.abort_reason = Some(reason);
         st.phase = Phase::Aborting;
@@ -1008,17 +1011,11 @@ impl Rollout {
             return self.abort(st, reason);
         }
         let Some(step) = c.steps.get(st.step).cloned() else {
-            if let Err(e) = webhook::call_all(
-                &self.services.http,
-                &c.webhooks,
-                HookType::ConfirmPromotion,
-                &payload,
-            )
-            .await
+            if let Some(wait) = self
+                .gate(c, st, execution_id, HookType::ConfirmPromotion)
+                .await
             {
-                st.status = RolloutStatus::Paused;
-                st.message = Some(format!("waiting for confirm-promotion: {e}"));
-                return running(GATE_RETRY);
+                return wait;
             }
             st.phase = Phase::Promoting;
             return now_step();
