@@ -64,6 +64,11 @@ fn stage<'a>(e: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no stage {name} in {e}"))
 }
 
+/// The rollout stage waits for a person.
+fn paused(e: &Value) -> bool {
+    e["stages"][0]["outputs"]["rollout"]["status"] == "Paused"
+}
+
 async fn server_groups(api: &Api) -> Vec<(String, bool)> {
     let (_, groups) = api
         .call(
@@ -320,35 +325,18 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         ferry_cli::client::TokenSource::Given,
     )
     .unwrap();
-    let (status, v) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/applications/shop/pipelines/rollout-manual/run",
-            Some(json!({"parameters": {"version": "7.0.0", "shopBinary": shop.display().to_string()}})),
+    let id = api
+        .start(
+            "rollout-manual",
+            json!({"version": "7.0.0", "shopBinary": shop.display().to_string()}),
         )
         .await;
-    assert_eq!(status, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, e) = api
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/executions/{id}"),
-                None,
-            )
-            .await;
-        if e["stages"][0]["outputs"]["rollout"]["status"] == "Paused" {
-            let text = ferry_cli::rollout::status_text(&e["stages"][0]);
-            assert!(
-                text.contains("Paused") && text.contains("canary weight 30%"),
-                "{text}"
-            );
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never paused: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let e = api.until(&id, "paused", paused).await;
+    let text = ferry_cli::rollout::status_text(&e["stages"][0]);
+    assert!(
+        text.contains("Paused") && text.contains("canary weight 30%"),
+        "{text}"
+    );
     let args = |id: &str| ferry_cli::cli::RolloutArgs {
         execution: id.to_string(),
         stage: None,
@@ -377,30 +365,13 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
 
     // 6. Blue/green: the preview listener serves the new version while the active one keeps
     // the old; promotion switches the active listener at once.
-    let (status, v) = api
-        .call(
-            reqwest::Method::POST,
-            "/api/v1/applications/shop/pipelines/blue-green/run",
-            Some(json!({"parameters": {"version": "8.0.0", "shopBinary": shop.display().to_string()}})),
+    let id = api
+        .start(
+            "blue-green",
+            json!({"version": "8.0.0", "shopBinary": shop.display().to_string()}),
         )
         .await;
-    assert_eq!(status, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_string();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, e) = api
-            .call(
-                reqwest::Method::GET,
-                &format!("/api/v1/executions/{id}"),
-                None,
-            )
-            .await;
-        if e["stages"][0]["outputs"]["rollout"]["status"] == "Paused" {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "never paused: {e}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    api.until(&id, "paused", paused).await;
     let version_at = |port: u16| {
         let http = api.http.clone();
         async move {
@@ -447,15 +418,6 @@ async fn bad_versions_are_caught_and_removed_and_a_good_one_is_promoted() {
         load.first_failures.lock().unwrap()
     );
 
-    for (name, _) in server_groups(&api).await {
-        let (status, v) = api
-            .call(
-                reqwest::Method::DELETE,
-                &format!("/api/v1/serverGroups/local/{name}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 204, "{v}");
-    }
+    api.destroy_all_server_groups().await;
     server.stop().await.unwrap();
 }

@@ -156,23 +156,6 @@ async fn deploys_rollbacks_and_resizes_drop_no_request() {
     );
 
     // Destroy everything: no instance may be left running.
-    let (_, groups) = api
-        .call(
-            reqwest::Method::GET,
-            "/api/v1/applications/shop/serverGroups",
-            None,
-        )
-        .await;
-    for g in groups.as_array().unwrap() {
-        let name = g["name"].as_str().unwrap();
-        let (status, v) = api
-            .call(
-                reqwest::Method::DELETE,
-                &format!("/api/v1/serverGroups/local/{name}"),
-                None,
-            )
-            .await;
-        assert_eq!(status, 204, "{v}");
-    }
+    api.destroy_all_server_groups().await;
     server.stop().await.unwrap();
 }

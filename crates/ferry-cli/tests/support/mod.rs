@@ -146,8 +146,8 @@ impl Api {
         )
     }
 
-    /// Waits (180 s at most) until the execution completes.
-    pub async fn wait(&self, id: &str) -> Value {
+    /// Polls the execution (180 s at most) until `done` holds for it; returns it.
+    pub async fn until(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             let (_, e) = self
@@ -157,19 +157,25 @@ impl Api {
                     None,
                 )
                 .await;
-            let status = e["status"].as_str().unwrap_or("");
-            if ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status) {
+            if done(&e) {
                 return e;
             }
-            assert!(
-                Instant::now() < deadline,
-                "execution {id} did not finish: {e}"
-            );
+            assert!(Instant::now() < deadline, "execution {id}: not {what}: {e}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 
-    pub async fn run(&self, pipeline: &str, params: Value) -> Value {
+    /// Waits until the execution completes.
+    pub async fn wait(&self, id: &str) -> Value {
+        self.until(id, "complete", |e| {
+            let status = e["status"].as_str().unwrap_or("");
+            ["SUCCEEDED", "TERMINAL", "CANCELED", "STOPPED"].contains(&status)
+        })
+        .await
+    }
+
+    /// Starts a pipeline of `shop` with these parameters; returns the execution id.
+    pub async fn start(&self, pipeline: &str, params: Value) -> String {
         let (status, v) = self
             .call(
                 reqwest::Method::POST,
@@ -178,8 +184,35 @@ impl Api {
             )
             .await;
         assert_eq!(status, 201, "{v}");
-        let id = v["id"].as_str().unwrap().to_string();
+        v["id"].as_str().unwrap().to_string()
+    }
+
+    /// Runs a pipeline of `shop` to completion.
+    pub async fn run(&self, pipeline: &str, params: Value) -> Value {
+        let id = self.start(pipeline, params).await;
         self.wait(&id).await
+    }
+
+    /// Destroys every server group of `shop` (each must go: 204).
+    pub async fn destroy_all_server_groups(&self) {
+        let (_, groups) = self
+            .call(
+                reqwest::Method::GET,
+                "/api/v1/applications/shop/serverGroups",
+                None,
+            )
+            .await;
+        for g in groups.as_array().unwrap() {
+            let name = g["name"].as_str().unwrap();
+            let (status, v) = self
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/api/v1/serverGroups/local/{name}"),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 204, "{v}");
+        }
     }
 }
 
