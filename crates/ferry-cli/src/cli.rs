@@ -147,38 +147,51 @@ Examples:
   ferry logs shop-prod-kids-v003 --account local --tail 50")]
     Logs(LogsArgs),
 
-    /// Resize a server group.
+    /// Resize a server group (waits until it is up at the new size).
     #[command(after_help = "\
 Examples:
-  ferry scale shop-prod-kids-v003 --desired 5")]
+  ferry scale shop-prod-kids-v003 --desired 5
+  ferry scale shop-prod-kids-v003 --desired 5 --no-wait
+
+Runs as an orchestration: an execution that survives a restart of Ferry. Its id is printed;
+`ferry execution get ID` shows it.")]
     Scale(ScaleArgs),
 
-    /// Send traffic to a server group.
+    /// Send traffic to a server group (waits until it is up).
     #[command(after_help = "\
 Examples:
-  ferry enable shop-prod-kids-v002")]
-    Enable(ServerGroupArgs),
+  ferry enable shop-prod-kids-v002
+
+Runs as an orchestration (an execution; its id is printed).")]
+    Enable(OperationArgs),
 
     /// Take a server group out of traffic (returns once its in-flight requests have drained).
     #[command(after_help = "\
 Examples:
-  ferry disable shop-prod-kids-v003")]
-    Disable(ServerGroupArgs),
+  ferry disable shop-prod-kids-v003
+
+Runs as an orchestration (an execution; its id is printed).")]
+    Disable(OperationArgs),
 
     /// Roll a cluster back: enable the server group before this one, then disable this one.
     #[command(after_help = "\
 Examples:
   ferry rollback shop-prod-kids-v003
+  ferry rollback shop-prod-kids-v003 --no-wait
 
 The previous server group is resized to this one's capacity if it was scaled down, and must
-be healthy before this one is disabled; if it never becomes healthy, nothing is disabled.")]
-    Rollback(ServerGroupArgs),
+be healthy before this one is disabled; if it never becomes healthy, nothing is disabled.
+Runs as an orchestration (an execution; its id is printed), so a restart of Ferry does not
+lose it.")]
+    Rollback(OperationArgs),
 
     /// Destroy a server group: stop every instance and forget it.
     #[command(after_help = "\
 Examples:
-  ferry destroy shop-prod-kids-v001")]
-    Destroy(ServerGroupArgs),
+  ferry destroy shop-prod-kids-v001
+
+Runs as an orchestration (an execution; its id is printed).")]
+    Destroy(OperationArgs),
 
     /// Start Ferry in this process, run the example pipeline, and keep serving.
     #[command(after_help = "\
@@ -362,6 +375,14 @@ pub struct ServerArgs {
         value_name = "IP"
     )]
     pub lb_address: std::net::IpAddr,
+    /// Load balancer worker threads, each serving its share of client connections start to
+    /// finish [default: one per CPU].
+    #[arg(long, env = "FERRY_LB_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub lb_workers: Option<u16>,
+    /// Bind load balancer worker N to the N-th CPU. Steadier tail latency on a machine or CPU set
+    /// given to Ferry; leave off where Ferry shares the CPUs with busy instances.
+    #[arg(long, env = "FERRY_LB_PIN_WORKERS")]
+    pub lb_pin_workers: bool,
 }
 
 /// `-f` for `apply` and `validate`.
@@ -387,11 +408,21 @@ pub struct ServerGroupArgs {
     pub account: String,
 }
 
+/// A server-group operation (`enable`, `disable`, `rollback`, `destroy`).
+#[derive(Debug, Args)]
+pub struct OperationArgs {
+    #[command(flatten)]
+    pub target: ServerGroupArgs,
+    /// Print the orchestration's execution id at once instead of waiting for it to end.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
 /// `ferry scale`.
 #[derive(Debug, Args)]
 pub struct ScaleArgs {
     #[command(flatten)]
-    pub target: ServerGroupArgs,
+    pub operation: OperationArgs,
     /// Instances wanted (min = max = desired).
     #[arg(long)]
     pub desired: u32,
@@ -593,6 +624,35 @@ mod tests {
     }
 
     #[test]
+    fn server_group_operations_may_skip_the_wait() {
+        let Ok(Cli {
+            command: Command::Scale(a),
+            ..
+        }) = parse(&["scale", "shop-prod-v001", "--desired", "3", "--no-wait"])
+        else {
+            panic!("scale did not parse");
+        };
+        assert_eq!(
+            (
+                a.operation.target.server_group.as_str(),
+                a.desired,
+                a.operation.no_wait
+            ),
+            ("shop-prod-v001", 3, true)
+        );
+        let Ok(Cli {
+            command: Command::Rollback(a),
+            ..
+        }) = parse(&["rollback", "shop-prod-v002", "--account", "qa"])
+        else {
+            panic!("rollback did not parse");
+        };
+        assert_eq!((a.target.account.as_str(), a.no_wait), ("qa", false));
+        // Logs are not an operation.
+        assert!(parse(&["logs", "shop-prod-v002", "--no-wait"]).is_err());
+    }
+
+    #[test]
     fn run_parameters() {
         let cli = parse(&[
             "run",
@@ -693,6 +753,14 @@ mod tests {
         };
         assert_eq!(s.lb_address, std::net::IpAddr::from([0, 0, 0, 0]));
         assert!(parse(&["server", "--lb-address", "localhost"]).is_err());
+        let Command::Server(s) = parse(&["server", "--lb-workers", "3", "--lb-pin-workers"])
+            .unwrap()
+            .command
+        else {
+            panic!("not server")
+        };
+        assert_eq!((s.lb_workers, s.lb_pin_workers), (Some(3), true));
+        assert!(parse(&["server", "--lb-workers", "0"]).is_err());
         assert!(parse(&["apply"]).is_err(), "-f is required");
     }
 

@@ -190,16 +190,20 @@ impl ApiClient {
         self.json(url, res).await
     }
 
-    /// `POST` with a longer timeout, for operations that wait (drain, rollback).
-    pub async fn post_slow(&self, segments: &[&str], body: &Value) -> Result<Value, CliError> {
-        let url = self.url(segments, &[]);
-        let res = self
-            .request(reqwest::Method::POST, url.clone())
-            .timeout(std::time::Duration::from_secs(300))
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| self.transport(&url, &e))?;
+    /// `POST` (with `body`) or `DELETE` with query pairs; returns the response's JSON.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, CliError> {
+        let url = self.url(segments, query);
+        let mut req = self.request(method, url.clone()).timeout(REQUEST_TIMEOUT);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let res = req.send().await.map_err(|e| self.transport(&url, &e))?;
         self.json(url, res).await
     }
 
@@ -255,7 +259,16 @@ impl ApiClient {
     pub fn api_error(&self, status: u16, body: &[u8]) -> CliError {
         let parsed: Option<ErrorBody> = serde_json::from_slice(body).ok();
         let (code, message, problems) = match parsed {
-            Some(b) => (b.error.code, b.error.message, b.error.problems),
+            Some(b) => {
+                // An error about an orchestration the request started names its execution.
+                let message = match b.error.execution_id {
+                    Some(id) if !b.error.message.contains(&id) => {
+                        format!("{} (execution {id})", b.error.message)
+                    }
+                    _ => b.error.message,
+                };
+                (b.error.code, message, b.error.problems)
+            }
             None => {
                 let text = String::from_utf8_lossy(body);
                 let text: String = text.trim().chars().take(300).collect();
@@ -295,6 +308,8 @@ struct ErrorDetail {
     message: String,
     #[serde(default)]
     problems: Vec<ApiProblem>,
+    #[serde(default, rename = "executionId")]
+    execution_id: Option<String>,
 }
 
 /// Every message of an error's source chain, joined.
@@ -389,6 +404,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // An error about an orchestration names its execution.
+        let e = c.api_error(
+            409,
+            br#"{"error": {"code": "operation_failed", "message": "could not disable x", "problems": [], "executionId": "01HX"}}"#,
+        );
+        assert_eq!(e.to_string(), "could not disable x (execution 01HX)");
         let e = c.api_error(502, b"<html>bad gateway</html>");
         assert_eq!(e.to_string(), "HTTP 502: <html>bad gateway</html>");
         let e = c.api_error(

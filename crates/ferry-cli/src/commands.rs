@@ -236,27 +236,79 @@ fn resource_word(r: Resource) -> &'static str {
     }
 }
 
-/// `ferry scale|enable|disable|rollback|destroy`.
+/// Starts a server-group operation (`POST …/{action}` or `DELETE …` under
+/// `/api/v1/serverGroups/{account}/{name}`) with `?wait=false`: the server runs it as an
+/// orchestration and answers `202 {id}` at once. Returns the execution id.
+pub async fn start_operation(
+    client: &ApiClient,
+    account: &str,
+    server_group: &str,
+    action: &str,
+    body: &Value,
+) -> Result<String, CliError> {
+    let mut path = vec!["api", "v1", "serverGroups", account, server_group];
+    let (method, body) = if action == "destroy" {
+        (reqwest::Method::DELETE, None)
+    } else {
+        path.push(action);
+        (reqwest::Method::POST, Some(body))
+    };
+    let started = client
+        .send(method, &path, &[("wait", "false".to_string())], body)
+        .await?;
+    started
+        .get("id")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| CliError::Failed(format!("the server started no orchestration: {started}")))
+}
+
+/// Follows an orchestration until it ends (through the execution's event stream, so a long
+/// wait or a restart of the server does not break it). Returns the final execution, or the
+/// failed stage's error.
+pub async fn finish_operation(client: &ApiClient, id: &str) -> Result<Value, CliError> {
+    let mut follower = Follower::new(client, id);
+    loop {
+        let raw = follower.next().await?;
+        let view = ExecutionView::from_json(&raw)?;
+        if !view.is_complete() {
+            continue;
+        }
+        if view.status == "SUCCEEDED" {
+            return Ok(raw);
+        }
+        let why = view
+            .stages
+            .iter()
+            .find_map(StageView::error)
+            .or(view.cancellation_reason.clone())
+            .unwrap_or_else(|| format!("it ended {}", view.status));
+        return Err(CliError::Failed(format!("{why} (execution {id})")));
+    }
+}
+
+/// `ferry scale|enable|disable|rollback|destroy`: each runs as an orchestration on the server.
+/// The execution id is printed first; unless `--no-wait`, the command then follows it to its
+/// end.
 pub async fn server_group_action(
     client: &ApiClient,
     action: &str,
-    target: &crate::cli::ServerGroupArgs,
+    args: &crate::cli::OperationArgs,
     body: Value,
 ) -> Result<(), CliError> {
-    let base = [
-        "api",
-        "v1",
-        "serverGroups",
-        target.account.as_str(),
-        target.server_group.as_str(),
-    ];
-    let result = if action == "destroy" {
-        client.delete(&base).await?
-    } else {
-        let mut path = base.to_vec();
-        path.push(action);
-        client.post_slow(&path, &body).await?
-    };
+    let target = &args.target;
+    let sg = &target.server_group;
+    let id = start_operation(client, &target.account, sg, action, &body).await?;
+    if args.no_wait {
+        say(&format!(
+            "servergroup/{sg} {action} started: execution {id} (`ferry execution get {id}` shows it)"
+        ));
+        return Ok(());
+    }
+    say(&format!(
+        "servergroup/{sg} {action} started: execution {id}"
+    ));
+    let last = finish_operation(client, &id).await?;
     let done = match action {
         "resize" => "resized",
         "enable" => "enabled",
@@ -264,12 +316,12 @@ pub async fn server_group_action(
         "rollback" => "rolled back",
         _ => "destroyed",
     };
-    match result.get("enabled").and_then(Value::as_str) {
-        Some(prev) => say(&format!(
-            "servergroup/{} {done}: {prev} enabled",
-            target.server_group
-        )),
-        None => say(&format!("servergroup/{} {done}", target.server_group)),
+    match last
+        .pointer("/stages/0/context/op.restore")
+        .and_then(Value::as_str)
+    {
+        Some(prev) => say(&format!("servergroup/{sg} {done}: {prev} enabled")),
+        None => say(&format!("servergroup/{sg} {done}")),
     }
     Ok(())
 }

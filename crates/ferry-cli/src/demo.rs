@@ -83,6 +83,8 @@ pub async fn run(args: &DemoArgs, globals: &Globals) -> Result<(), CliError> {
         max_body_bytes: server::DEFAULT_MAX_BODY_BYTES,
         prometheus_url: None,
         lb_address: std::net::IpAddr::from([127, 0, 0, 1]),
+        lb_workers: None,
+        lb_pin_workers: false,
     };
     let server = server::start(&options)
         .await
@@ -208,9 +210,9 @@ async fn drive(server: &RunningServer, args: &DemoArgs, globals: &Globals) -> Re
             ) else {
                 continue;
             };
-            client
-                .delete(&["api", "v1", "serverGroups", account, name])
-                .await?;
+            let id =
+                commands::start_operation(&client, account, name, "destroy", &Value::Null).await?;
+            commands::finish_operation(&client, &id).await?;
         }
     } else {
         say(

@@ -170,6 +170,8 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
                 max_body_bytes: a.max_body_bytes,
                 prometheus_url: a.prometheus_url,
                 lb_address: a.lb_address,
+                lb_workers: a.lb_workers.map(usize::from),
+                lb_pin_workers: a.lb_pin_workers,
             };
             server::run(&options)
                 .await
@@ -187,7 +189,7 @@ pub async fn dispatch(command: Command, globals: Globals) -> Result<(), CliError
         Command::Logs(a) => commands::logs(&globals.client()?, &a).await,
         Command::Scale(a) => {
             let body = serde_json::json!({"desired": a.desired});
-            commands::server_group_action(&globals.client()?, "resize", &a.target, body).await
+            commands::server_group_action(&globals.client()?, "resize", &a.operation, body).await
         }
         Command::Enable(a) => {
             commands::server_group_action(&globals.client()?, "enable", &a, serde_json::json!({}))

@@ -185,14 +185,12 @@ pub async fn run(client: &ApiClient, cmd: &RolloutCommand) -> Result<(), CliErro
                 .pointer("/context/cluster/account")
                 .and_then(Value::as_str)
                 .unwrap_or("local");
-            client
-                .post_slow(
-                    &["api", "v1", "serverGroups", account, canary, "rollback"],
-                    &json!({}),
-                )
-                .await?;
+            let rollback =
+                crate::commands::start_operation(client, account, canary, "rollback", &json!({}))
+                    .await?;
+            crate::commands::finish_operation(client, &rollback).await?;
             say(&format!(
-                "execution {id}: rolled back from {canary} to the previous server group"
+                "execution {id}: rolled back from {canary} to the previous server group (execution {rollback})"
             ));
         }
     }

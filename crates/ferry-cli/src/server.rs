@@ -43,6 +43,10 @@ pub struct ServerOptions {
     pub prometheus_url: Option<String>,
     /// Where load balancer listeners without an address bind.
     pub lb_address: std::net::IpAddr,
+    /// Load balancer worker threads (`None`: one per CPU).
+    pub lb_workers: Option<usize>,
+    /// Bind each load balancer worker to a CPU of its own.
+    pub lb_pin_workers: bool,
 }
 
 impl std::fmt::Debug for ServerOptions {
@@ -58,6 +62,8 @@ impl std::fmt::Debug for ServerOptions {
             .field("allow_url_hosts", &self.allow_url_hosts)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("lb_address", &self.lb_address)
+            .field("lb_workers", &self.lb_workers)
+            .field("lb_pin_workers", &self.lb_pin_workers)
             .field(
                 "prometheus_url",
                 &self.prometheus_url.as_deref().map(ferry_http::redact_url),
@@ -279,6 +285,10 @@ pub async fn start(options: &ServerOptions) -> Result<RunningServer, ServerError
     let mut registry = ferry_stages::core_registry(&services);
     let mut host_config = ferry_host::HostConfig::new(options.data_dir.join("host"));
     host_config.listen_address = options.lb_address;
+    if let Some(workers) = options.lb_workers {
+        host_config.lb.worker_threads = workers;
+    }
+    host_config.lb.pin_workers = options.lb_pin_workers;
     let host = ferry_host::HostProvider::start(host_config)
         .await
         .map_err(ServerError::Provider)?;
@@ -450,6 +460,8 @@ mod tests {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             prometheus_url: None,
             lb_address: std::net::IpAddr::from([127, 0, 0, 1]),
+            lb_workers: None,
+            lb_pin_workers: false,
         }
     }
 

@@ -93,6 +93,13 @@ async fn deploys_rollbacks_and_resizes_drop_no_request() {
         )
         .await;
     assert_eq!(status, 200, "{v}");
+    assert_eq!(v["enabled"], "shop-prod-kids-v001", "{v}");
+    // It ran as an orchestration: an execution of the application.
+    let e = api.wait(v["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (&e["type"], &e["status"]),
+        (&json!("ORCHESTRATION"), &json!("SUCCEEDED"))
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(*load.last_version.lock().unwrap(), "2.0.0");
 
@@ -105,7 +112,9 @@ async fn deploys_rollbacks_and_resizes_drop_no_request() {
                 Some(json!({"desired": desired})),
             )
             .await;
-        assert_eq!(status, 202, "{v}");
+        // The answer comes once the resize orchestration ended (up at the new size).
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["status"], "SUCCEEDED", "{v}");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (_, g) = api

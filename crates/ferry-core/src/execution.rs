@@ -1,27 +1,30 @@
-//! Executions: one run of a pipeline, with its stages, tasks, contexts, outputs and timing.
-//! This is the persisted and wire shape (camelCase, as Spinnaker's Orca returns it).
+//! Executions: one run of a pipeline (or of an orchestration, an ad-hoc list of stages), with
+//! its stages, tasks, contexts, outputs and timing. This is the persisted and wire shape
+//! (camelCase, as Spinnaker's Orca returns it).
 
 use crate::pipeline::StageDef;
 use crate::status::Status;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// One run of a pipeline.
+/// One run of a pipeline, or an orchestration (see [`Execution::ORCHESTRATION`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Execution {
     /// Unique, time-ordered id.
     pub id: String,
-    /// Always `PIPELINE` (kept for Spinnaker API compatibility).
+    /// [`Execution::PIPELINE`] for a run of a stored pipeline, [`Execution::ORCHESTRATION`] for
+    /// an ad-hoc run of stages (Spinnaker's two execution types). Stored executions written
+    /// without it are pipelines.
     #[serde(rename = "type", default = "pipeline_type")]
     pub execution_type: String,
     /// Owning application.
     pub application: String,
-    /// The pipeline's id.
+    /// The pipeline's id; empty for an orchestration (stored pipelines never have an empty id).
     pub pipeline_config_id: String,
-    /// The pipeline's name when the run started.
+    /// The pipeline's name when the run started; an orchestration's description.
     pub name: String,
-    /// The stored pipeline version the run uses.
+    /// The stored pipeline version the run uses; 0 for an orchestration.
     pub pipeline_version: i64,
     /// Overall status.
     pub status: Status,
@@ -54,7 +57,7 @@ pub struct Execution {
 }
 
 fn pipeline_type() -> String {
-    "PIPELINE".into()
+    Execution::PIPELINE.into()
 }
 
 /// What started a run. `parameters` holds the resolved parameter values.
@@ -159,6 +162,18 @@ pub struct RestartDetails {
 }
 
 impl Execution {
+    /// `type` of a run of a stored pipeline.
+    pub const PIPELINE: &'static str = "PIPELINE";
+    /// `type` of an orchestration: stages run once, ad hoc, without a stored pipeline (what the
+    /// API's server-group operations start). Stored, recovered and commanded exactly like a
+    /// pipeline's run; its `pipeline_config_id` is empty and it has no concurrency limit.
+    pub const ORCHESTRATION: &'static str = "ORCHESTRATION";
+
+    /// True for an orchestration.
+    pub fn is_orchestration(&self) -> bool {
+        self.execution_type == Execution::ORCHESTRATION
+    }
+
     /// The stage with this refId.
     pub fn stage(&self, ref_id: &str) -> Option<&StageExecution> {
         self.stages.iter().find(|s| s.ref_id == ref_id)
@@ -228,9 +243,9 @@ pub struct ExecutionSummary {
     pub id: String,
     /// Application.
     pub application: String,
-    /// Pipeline id.
+    /// Pipeline id; empty for an orchestration.
     pub pipeline_config_id: String,
-    /// Pipeline name.
+    /// Pipeline name, or an orchestration's description.
     pub name: String,
     /// Status.
     pub status: Status,
@@ -351,5 +366,22 @@ mod tests {
         assert_eq!(v["trigger"]["type"], "manual");
         let back: Execution = serde_json::from_value(v).unwrap();
         assert_eq!(back, e);
+    }
+
+    #[test]
+    fn execution_types() {
+        let mut e = execution(&[(Status::Succeeded, false)]);
+        assert!(!e.is_orchestration());
+        // An execution stored without a type is a pipeline's run.
+        let mut v = serde_json::to_value(&e).unwrap();
+        v.as_object_mut().unwrap().remove("type");
+        let back: Execution = serde_json::from_value(v).unwrap();
+        assert_eq!(back.execution_type, Execution::PIPELINE);
+        e.execution_type = Execution::ORCHESTRATION.into();
+        e.pipeline_config_id = String::new();
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["type"], "ORCHESTRATION");
+        let back: Execution = serde_json::from_value(v).unwrap();
+        assert!(back.is_orchestration());
     }
 }

@@ -7,6 +7,9 @@
 //!   group (`current_asg_dynamic`, or `serverGroupName`) for the newest older one that runs
 //!   another artifact version (the newest older one when all run the same version). Unlike
 //!   Spinnaker, no new server group is deployed: the previous one is re-enabled.
+//! - `rollbackType: PREVIOUS_SERVER_GROUP` (Ferry's own): the same, but always to the newest
+//!   older server group, whatever it runs. This is what `ferry rollback` and the API's
+//!   `POST /api/v1/serverGroups/{account}/{name}/rollback` run.
 //!
 //! Steps, each recorded in `op.phase`: resolve both server groups once (`op.rollback`,
 //! `op.restore`); resize the restore server group to the rolled-back one's capacity when it
@@ -41,8 +44,15 @@ pub enum RollbackKind {
         /// `restoreServerGroupName`: the one to go back to.
         restore: String,
     },
-    /// `PREVIOUS_IMAGE` / `AUTOMATIC`: from the current (or named) server group to the previous.
+    /// `PREVIOUS_IMAGE` / `AUTOMATIC`: from the current (or named) server group to the newest
+    /// older one running another artifact version (the newest older one if all run the same).
     Previous {
+        /// `serverGroupName`: the one to leave (default: the cluster's current one).
+        from: Option<String>,
+    },
+    /// `PREVIOUS_SERVER_GROUP`: from the current (or named) server group to the newest older
+    /// one, whatever it runs.
+    PreviousServerGroup {
         /// `serverGroupName`: the one to leave (default: the cluster's current one).
         from: Option<String>,
     },
@@ -120,13 +130,15 @@ impl TypedStage for RollbackServerGroup {
         let application = spec::application(f);
         let wait_timeout_sec =
             spec::seconds(f, "waitTimeoutSec", 1).unwrap_or(DEFAULT_WAIT_TIMEOUT_SEC);
-        let explicit = match f.opt_str("rollbackType").as_deref() {
+        // (explicit, any version)
+        let (explicit, any_version) = match f.opt_str("rollbackType").as_deref() {
             Some(t) if spec::unresolved(f, "rollbackType", t) => return None,
-            Some("EXPLICIT") => true,
-            None => has_named(f, "rollbackServerGroupName"),
-            Some("PREVIOUS_IMAGE") | Some("AUTOMATIC") => false,
+            Some("EXPLICIT") => (true, false),
+            None => (has_named(f, "rollbackServerGroupName"), false),
+            Some("PREVIOUS_IMAGE") | Some("AUTOMATIC") => (false, false),
+            Some("PREVIOUS_SERVER_GROUP") => (false, true),
             Some(other) => {
-                f.problem("rollbackType", format!("unknown rollbackType \"{other}\"; use EXPLICIT, PREVIOUS_IMAGE or AUTOMATIC"));
+                f.problem("rollbackType", format!("unknown rollbackType \"{other}\"; use EXPLICIT, PREVIOUS_IMAGE, AUTOMATIC or PREVIOUS_SERVER_GROUP"));
                 return None;
             }
         };
@@ -174,7 +186,11 @@ impl TypedStage for RollbackServerGroup {
             location,
             application,
             cluster: cluster?,
-            kind: RollbackKind::Previous { from },
+            kind: if any_version {
+                RollbackKind::PreviousServerGroup { from }
+            } else {
+                RollbackKind::Previous { from }
+            },
             wait_timeout_sec,
         })
     }
@@ -308,7 +324,8 @@ impl RollbackServerGroup {
             RollbackKind::Explicit { rollback, restore } => {
                 find(rollback).and_then(|r| Ok((r, find(restore)?)))
             }
-            RollbackKind::Previous { from } => {
+            RollbackKind::Previous { from } | RollbackKind::PreviousServerGroup { from } => {
+                let any_version = matches!(c.kind, RollbackKind::PreviousServerGroup { .. });
                 let from = match from {
                     Some(n) => find(n),
                     None => {
@@ -321,7 +338,7 @@ impl RollbackServerGroup {
                     older
                         .iter()
                         .rev()
-                        .find(|g| g.artifact.version != r.artifact.version)
+                        .find(|g| !any_version && g.artifact.version != r.artifact.version)
                         .or(older.last())
                         .map(|s| (r, *s))
                         .ok_or_else(|| {
@@ -389,6 +406,7 @@ mod tests {
                 ),
                 (json!({"type": "rollbackServerGroup", "rollbackType": "SIDEWAYS", "cluster": "conformance-prod"}), "stages[0].rollbackType"),
                 (json!({"type": "rollbackServerGroup", "rollbackType": "PREVIOUS_IMAGE"}), "stages[0].cluster"),
+                (json!({"type": "rollbackServerGroup", "rollbackType": "PREVIOUS_SERVER_GROUP"}), "stages[0].cluster"),
             ],
         )
         .await;
@@ -450,6 +468,51 @@ mod tests {
         assert_eq!(
             env.fake.serving("shop-prod"),
             vec![("shop-prod-v000".to_string(), 100)]
+        );
+    }
+
+    #[tokio::test]
+    async fn previous_server_group_goes_back_one_server_group_whatever_it_runs() {
+        let env = Env::new().await;
+        env.given("prod", "1", 1, false).await;
+        env.given("prod", "2", 1, false).await;
+        env.given("prod", "2", 3, true).await;
+        env.fake.clear_events();
+        // PREVIOUS_IMAGE would skip v001 (same version as v002) for v000.
+        let e = env
+            .run_stage(
+                json!({"type": "rollbackServerGroup", "rollbackType": "PREVIOUS_SERVER_GROUP",
+                "serverGroupName": "shop-prod-v002", "credentials": "local"}),
+            )
+            .await;
+        assert_succeeded(&e);
+        assert_eq!(e.stages[0].context["op.restore"], json!("shop-prod-v001"));
+        assert_eq!(e.stages[0].context["op.rollback"], json!("shop-prod-v002"));
+        assert_eq!(
+            env.fake.events(),
+            [
+                "resize shop-prod-v001 3",
+                "enable shop-prod-v001",
+                "disable shop-prod-v002"
+            ]
+        );
+        assert_eq!(
+            env.fake.serving("shop-prod"),
+            vec![("shop-prod-v001".to_string(), 100)]
+        );
+        // The oldest has nothing to go back to.
+        let e = env
+            .run_stage(
+                json!({"type": "rollbackServerGroup", "rollbackType": "PREVIOUS_SERVER_GROUP",
+                "serverGroupName": "shop-prod-v000"}),
+            )
+            .await;
+        assert_eq!(e.status, Status::Terminal);
+        assert!(
+            error_of(&e)
+                .contains("cluster shop-prod has no server group older than shop-prod-v000"),
+            "{}",
+            error_of(&e)
         );
     }
 

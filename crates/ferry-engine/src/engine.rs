@@ -57,7 +57,8 @@ impl Default for EngineConfig {
 /// Errors from starting a run.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// The pipeline or the run's parameters are invalid.
+    /// The pipeline (or an orchestration's stages) or the run's parameters are invalid: every
+    /// problem with its path.
     #[error(transparent)]
     Invalid(#[from] Problems),
     /// The pipeline is disabled.
@@ -465,6 +466,54 @@ impl EngineHandle {
             return Err(EngineError::Disabled(pipeline.name));
         }
         let parameters = resolve_parameters(&pipeline.parameter_config, request.parameters)?;
+        let request = RunRequest {
+            parameters,
+            ..request
+        };
+        self.start(
+            Execution::PIPELINE,
+            &record.id,
+            record.version,
+            pipeline,
+            request,
+        )
+        .await
+    }
+
+    /// Starts an orchestration: `stages` (in a pipeline's `stages` shape) run once, ad hoc,
+    /// without a stored pipeline — Spinnaker's ORCHESTRATION, e.g. a server-group operation
+    /// asked for through the API. The stages are validated as the pipeline document
+    /// `{application, name: description, stages}` would be, so every problem comes back with its
+    /// path (`stages[0].capacity.min`). The execution has type [`Execution::ORCHESTRATION`], an
+    /// empty `pipelineConfigId`, version 0 and no concurrency limit; it is stored, recovered
+    /// after a restart and commanded exactly like a pipeline's run. `request.parameters` are
+    /// kept as given (an orchestration declares none). Returns the new execution's id once it is
+    /// committed.
+    pub async fn run_orchestration(
+        &self,
+        application: &str,
+        description: &str,
+        stages: Vec<Value>,
+        request: RunRequest,
+    ) -> Result<String, EngineError> {
+        let doc = json!({"application": application, "name": description, "stages": stages});
+        let mut pipeline = validate_pipeline(&doc, &self.inner.registry)?;
+        pipeline.limit_concurrent = false;
+        pipeline.max_concurrent_executions = 0;
+        pipeline.keep_waiting_pipelines = false;
+        self.start(Execution::ORCHESTRATION, "", 0, pipeline, request)
+            .await
+    }
+
+    /// Builds the execution of a validated pipeline and hands it to the actor.
+    async fn start(
+        &self,
+        execution_type: &str,
+        pipeline_config_id: &str,
+        pipeline_version: i64,
+        pipeline: ferry_core::Pipeline,
+        request: RunRequest,
+    ) -> Result<String, EngineError> {
         let id = ferry_core::new_time_id();
         let trigger = Trigger {
             trigger_type: if request.trigger_type.is_empty() {
@@ -477,17 +526,17 @@ impl EngineHandle {
             } else {
                 request.user
             },
-            parameters,
+            parameters: request.parameters,
             extra: request.extra,
         };
         let stages = pipeline.stages.iter().map(|d| new_stage(&id, d)).collect();
         let execution = Execution {
             id: id.clone(),
-            execution_type: "PIPELINE".into(),
+            execution_type: execution_type.into(),
             application: pipeline.application.clone(),
-            pipeline_config_id: record.id.clone(),
+            pipeline_config_id: pipeline_config_id.into(),
             name: pipeline.name.clone(),
-            pipeline_version: record.version,
+            pipeline_version,
             status: Status::NotStarted,
             trigger,
             build_time: now_millis(),

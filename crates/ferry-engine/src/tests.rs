@@ -623,6 +623,187 @@ async fn queued_commands_survive_a_restart() {
     assert!(store.pending_commands(10).await.unwrap().is_empty());
 }
 
+fn api_request(user: &str) -> RunRequest {
+    RunRequest {
+        trigger_type: "api".into(),
+        user: user.into(),
+        ..RunRequest::default()
+    }
+}
+
+#[tokio::test]
+async fn an_orchestration_runs_without_a_pipeline_and_resumes_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
+        path: dir.path().join("ferry.db"),
+    })
+    .await
+    .unwrap();
+    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
+        .await
+        .unwrap();
+    let id = engine
+        .run_orchestration(
+            "app",
+            "Poke the probe",
+            vec![
+                json!({"refId": "1", "type": "probe", "await": true}),
+                json!({"refId": "2", "type": "probe", "requisiteStageRefIds": ["1"], "emit": {"done": true}}),
+            ],
+            api_request("ann"),
+        )
+        .await
+        .unwrap();
+    let e = wait_for(&engine, &id, Duration::from_secs(5), "running", |e| {
+        e.stages[0].status == Status::Running
+    })
+    .await
+    .unwrap();
+    assert_eq!(e.execution_type, "ORCHESTRATION");
+    assert!(e.is_orchestration());
+    assert_eq!((e.pipeline_config_id.as_str(), e.pipeline_version), ("", 0));
+    assert_eq!(e.name, "Poke the probe");
+    assert_eq!(
+        (e.trigger.trigger_type.as_str(), e.trigger.user.as_str()),
+        ("api", "ann")
+    );
+    // Listed with the application's executions; an empty pipeline id lists only orchestrations.
+    let listed = |pipeline: Option<&str>| ferry_core::ExecutionFilter {
+        application: Some("app".into()),
+        pipeline_config_id: pipeline.map(str::to_string),
+        ..Default::default()
+    };
+    let ids = |v: Vec<ferry_core::ExecutionSummary>| -> Vec<String> {
+        v.into_iter().map(|s| s.id).collect()
+    };
+    for pipeline in [None, Some("")] {
+        let listed = ids(store.list_executions(&listed(pipeline)).await.unwrap());
+        assert_eq!(listed, vec![id.clone()], "{pipeline:?}");
+    }
+
+    // Ferry stops while the first stage runs; a new engine resumes the orchestration.
+    engine.shutdown();
+    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
+        .await
+        .unwrap();
+    let e = wait_for(&engine, &id, Duration::from_secs(5), "recovered", |e| {
+        e.status == Status::Running && e.stages[0].status == Status::Running
+    })
+    .await
+    .unwrap();
+    assert_eq!(e.execution_type, "ORCHESTRATION");
+    engine
+        .command(
+            &id,
+            Command::StageInput {
+                stage: "1".into(),
+                input: serde_json::from_value(json!({"go": true})).unwrap(),
+                user: "ann".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| {
+        e.status.is_complete()
+    })
+    .await
+    .unwrap();
+    assert_eq!(e.status, Status::Succeeded);
+    assert_eq!(e.execution_type, "ORCHESTRATION");
+    assert_eq!(e.stages[0].context["runs"], 1);
+    assert_eq!(e.stages[1].outputs["done"], true);
+    let stored = store.get_execution(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.execution_type.as_str(), stored.status),
+        ("ORCHESTRATION", Status::Succeeded)
+    );
+}
+
+#[tokio::test]
+async fn orchestrations_are_validated_whole_fail_like_pipelines_and_never_wait_for_each_other() {
+    let env = env().await;
+    let err = env
+        .engine
+        .run_orchestration(
+            "",
+            "Bad",
+            vec![
+                json!({"refId": "1", "type": "probe", "outcome": "maybe"}),
+                json!({"refId": "2", "type": "warp", "requisiteStageRefIds": ["9"]}),
+            ],
+            api_request("ann"),
+        )
+        .await
+        .unwrap_err();
+    let crate::EngineError::Invalid(problems) = err else {
+        panic!("expected Invalid, got {err}");
+    };
+    let paths: Vec<&str> = problems.0.iter().map(|p| p.path.as_str()).collect();
+    for want in [
+        "application",
+        "stages[0].outcome",
+        "stages[1].type",
+        "stages[1].requisiteStageRefIds[0]",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {paths:?}");
+    }
+
+    // A failing stage ends the orchestration TERMINAL with the stage's error.
+    let id = env
+        .engine
+        .run_orchestration(
+            "app",
+            "Fail",
+            vec![json!({"refId": "1", "type": "probe", "outcome": "fail"})],
+            api_request("ann"),
+        )
+        .await
+        .unwrap();
+    let e = env.done(&id).await;
+    assert_eq!(e.status, Status::Terminal);
+    assert_eq!(
+        e.stages[0].context["exception"]["details"]["error"],
+        "probe failed on purpose"
+    );
+
+    // Orchestrations share the empty pipeline id but no concurrency limit: both run at once.
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let id = env
+            .engine
+            .run_orchestration(
+                "app",
+                &format!("Wait {n}"),
+                vec![json!({"refId": "1", "type": "probe", "await": true})],
+                api_request("ann"),
+            )
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    for id in &ids {
+        wait_for(&env.engine, id, Duration::from_secs(5), "running", |e| {
+            e.status == Status::Running && e.stages[0].status == Status::Running
+        })
+        .await
+        .unwrap();
+    }
+    for id in &ids {
+        env.engine
+            .command(
+                id,
+                Command::StageInput {
+                    stage: "1".into(),
+                    input: serde_json::from_value(json!({"go": true})).unwrap(),
+                    user: "ann".into(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(env.done(id).await.status, Status::Succeeded);
+    }
+}
+
 #[tokio::test]
 async fn missing_and_invalid_parameters_are_refused_with_paths() {
     let env = env().await;

@@ -141,6 +141,8 @@ pub struct HostConfig {
     pub log_retention_bytes: u64,
     /// Restart, stop and polling timings.
     pub supervision: Supervision,
+    /// The built-in load balancer's limits, timeouts and worker threads.
+    pub lb: ferry_lb::LbSettings,
 }
 
 impl HostConfig {
@@ -153,6 +155,7 @@ impl HostConfig {
             listen_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             log_retention_bytes: 10 * 1024 * 1024,
             supervision: Supervision::default(),
+            lb: ferry_lb::LbSettings::default(),
         }
     }
 }

@@ -330,13 +330,14 @@ impl HostProvider {
                 .map_err(backend)?
         };
         let next_port = config.port_range.start;
+        let lb = Lb::with_settings(config.lb.clone());
         let inner = Arc::new(Inner {
             config: HostConfig {
                 state_dir,
                 ..config
             },
             cwd,
-            lb: Lb::new(),
+            lb,
             state: Mutex::new(State {
                 next_port,
                 ..State::default()

@@ -117,6 +117,13 @@ pub struct LbSettings {
     /// listener and serves its connections start to finish. 0 runs listeners on the runtime that
     /// calls [`crate::Lb::apply`] instead.
     pub worker_threads: usize,
+    /// Binds worker thread *i* to the *i*-th CPU this process may run on (when there are no more
+    /// workers than CPUs). Off by default: a pinned worker cannot move away from a CPU that
+    /// something else keeps busy, which on a machine shared with the instances it serves can
+    /// cost more than it saves. On a machine (or CPU set) dedicated to the load balancer it
+    /// steadies tail latency (see BENCHMARKS.md), as HAProxy's `cpu-map` and nginx's
+    /// `worker_cpu_affinity` do.
+    pub pin_workers: bool,
 }
 
 impl Default for LbSettings {
@@ -132,6 +139,7 @@ impl Default for LbSettings {
             backend_idle_timeout: Duration::from_secs(90),
             max_idle_per_backend: 1024,
             worker_threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            pin_workers: false,
         }
     }
 }

@@ -8,14 +8,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::{HeaderValue, Request, Uri, header};
+use http::Method;
 use http_body_util::BodyExt;
 use hyper::body::Body;
 
-use crate::client::Connector;
+use crate::client::{Connector, Exchanged, UpRequest};
 use crate::config::HealthCheckConfig;
 use crate::pool::BackendState;
-use crate::proxy::UpBody;
 
 /// Largest response body a check reads before giving up on reusing the connection.
 const MAX_CHECK_BODY: u64 = 64 * 1024;
@@ -27,29 +26,40 @@ pub(crate) async fn check_once(
     backend: &BackendState,
     config: &HealthCheckConfig,
 ) -> bool {
-    let Ok(uri) = config.path.parse::<Uri>() else {
+    // The path is validated when the configuration is applied; this only keeps a bad one from
+    // reaching the wire.
+    if config.path.parse::<http::uri::PathAndQuery>().is_err() || !config.path.starts_with('/') {
         return false;
-    };
-    let mut request = Request::new(UpBody::Empty);
-    *request.uri_mut() = uri;
-    let headers = request.headers_mut();
-    if let Ok(host) = HeaderValue::from_str(backend.authority.as_str()) {
-        headers.insert(header::HOST, host);
     }
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    headers.insert(
-        header::USER_AGENT,
-        HeaderValue::from_static("ferry-lb-health-check"),
-    );
+    let head = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"GET ");
+        out.extend_from_slice(config.path.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+        out.extend_from_slice(backend.authority.as_str().as_bytes());
+        out.extend_from_slice(
+            b"\r\nconnection: close\r\nuser-agent: ferry-lb-health-check\r\n\r\n",
+        );
+    };
     let attempt = async {
         let mut conn = connector
             .connect(backend.pool_key, backend.addr)
             .await
             .ok()?;
-        let response = conn.sender.send_request(request).await.ok()?;
-        let pass = response.status().is_success() || response.status().is_redirection();
+        let Exchanged {
+            head: response,
+            sending,
+        } = conn
+            .exchange(UpRequest {
+                method: &Method::GET,
+                head: &head,
+                body: &mut None,
+                chunked: false,
+            })
+            .await
+            .ok()?;
+        let pass = response.status.is_success() || response.status.is_redirection();
         // Read a short body to the end, as a polite client would.
-        let mut body = response.into_body();
+        let mut body = conn.into_body(&response, sending);
         let mut read = 0u64;
         while read <= MAX_CHECK_BODY && !body.is_end_stream() {
             match body.frame().await {

@@ -56,6 +56,7 @@
 mod client;
 mod config;
 mod error;
+mod h1;
 mod health;
 mod listener;
 mod metrics;
@@ -216,7 +217,7 @@ impl Lb {
             max_response_head: settings.max_header_bytes,
         };
         // Without threads the listeners simply run on the caller's runtime.
-        let workers = workers::Workers::start(settings.worker_threads).unwrap_or_else(|error| {
+        let workers = workers::Workers::start(settings.worker_threads, settings.pin_workers).unwrap_or_else(|error| {
             tracing::error!(%error, "cannot start load balancer worker threads; using the caller's runtime");
             workers::Workers::empty()
         });

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use parking_lot::Mutex;
 use tokio::time::{Instant, Sleep};
 
-use crate::client::{Conn, Connector};
+use crate::client::{Connector, ExchangeError, Exchanged, UpRequest, UpstreamBody};
+use crate::h1;
 use crate::metrics::Metrics;
 use crate::pool::{BackendState, Clock, InFlight, ListenerTable, TableSlot, Unrouted};
 
@@ -138,43 +139,6 @@ fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Request body sent to a backend.
-pub(crate) enum UpBody {
-    /// No body (most GETs, health checks).
-    Empty,
-    /// The client's body, streamed.
-    Stream(Incoming),
-}
-
-impl Body for UpBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut *self {
-            UpBody::Empty => Poll::Ready(None),
-            UpBody::Stream(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpBody::Empty => true,
-            UpBody::Stream(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            UpBody::Empty => SizeHint::with_exact(0),
-            UpBody::Stream(body) => body.size_hint(),
-        }
-    }
-}
-
 /// Response body sent to the client.
 pub(crate) struct LbBody {
     kind: BodyKind,
@@ -182,14 +146,16 @@ pub(crate) struct LbBody {
     _request: Option<OpenRequest>,
 }
 
+// Nearly every response is proxied, so the size is the proxied one anyway; boxing it would cost
+// an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum BodyKind {
     /// A short answer made by the load balancer itself.
     Local(Option<Bytes>),
     /// The backend's body, streamed. The request stays in flight on the backend until it ends;
     /// then the connection goes back to the pool.
     Proxied {
-        inner: Incoming,
-        conn: Option<Conn>,
+        inner: UpstreamBody,
         _flight: InFlight,
     },
 }
@@ -209,23 +175,15 @@ impl LbBody {
 
 impl Body for LbBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         match &mut self.kind {
             BodyKind::Local(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            BodyKind::Proxied { inner, conn, .. } => {
-                let polled = Pin::new(inner).poll_frame(cx);
-                if let Poll::Ready(None) = polled
-                    && let Some(conn) = conn.take()
-                {
-                    conn.release();
-                }
-                polled
-            }
+            BodyKind::Proxied { inner, .. } => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -242,18 +200,6 @@ impl Body for LbBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             BodyKind::Proxied { inner, .. } => inner.size_hint(),
-        }
-    }
-}
-
-impl Drop for LbBody {
-    fn drop(&mut self) {
-        // A body known to be empty (or fully read) is never polled to its end by the server.
-        if let BodyKind::Proxied { inner, conn, .. } = &mut self.kind
-            && inner.is_end_stream()
-            && let Some(conn) = conn.take()
-        {
-            conn.release();
         }
     }
 }
@@ -278,8 +224,10 @@ enum Failure {
     Connect,
     /// The connection failed before any response byte (for example a stale keep-alive).
     Transport,
-    /// The connection closed before the request was written; it was handed back intact.
+    /// Writing the request failed before the backend could read it; the body is intact.
     Unsent,
+    /// The backend answered nonsense: not retried.
+    Final,
 }
 
 impl ConnContext {
@@ -371,13 +319,10 @@ impl ConnContext {
         let replayable =
             !had_body && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         self.forwarding_headers(&mut parts.headers);
-        let path_and_query = parts.uri.path_and_query().cloned();
-        let uri = path_and_query
-            .clone()
-            .map_or_else(|| Uri::from_static("/"), Uri::from);
+        // A body of unknown length (the client sent it chunked) goes on chunked.
+        let chunked = had_body && !parts.headers.contains_key(header::CONTENT_LENGTH);
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut body = had_body.then_some(body);
-        // A request handed back by a connection that closed before sending it.
-        let mut unsent: Option<Request<UpBody>> = None;
         let mut attempts = 0;
         let mut unsent_retries = 0;
         loop {
@@ -394,54 +339,56 @@ impl ConnContext {
                     Failure::Connect
                 }
                 Ok(mut conn) => {
-                    let up = match unsent.take() {
-                        Some(up) => up,
-                        None => {
-                            let mut up = Request::new(match body.take() {
-                                Some(body) => UpBody::Stream(body),
-                                None => UpBody::Empty,
-                            });
-                            *up.method_mut() = parts.method.clone();
-                            *up.uri_mut() = uri.clone();
-                            *up.headers_mut() = if replayable {
-                                parts.headers.clone()
-                            } else {
-                                std::mem::take(&mut parts.headers)
-                            };
-                            if !up.headers().contains_key(header::HOST)
-                                && let Ok(host) = HeaderValue::from_str(backend.authority.as_str())
-                            {
-                                up.headers_mut().insert(header::HOST, host);
-                            }
-                            up
-                        }
+                    let head = |out: &mut Vec<u8>| {
+                        h1::encode_request_head(
+                            out,
+                            &parts.method,
+                            target,
+                            &parts.headers,
+                            Some(backend.authority.as_str()),
+                            chunked,
+                        )
                     };
-                    let sent = self
-                        .within_response_timeout(conn.sender.try_send_request(up))
-                        .await;
-                    match sent {
-                        Some(Ok(mut response)) => {
-                            flight.answered(response.status());
-                            strip_hop_by_hop(response.headers_mut());
-                            let (rparts, rbody) = response.into_parts();
-                            let body = LbBody::new(BodyKind::Proxied {
-                                inner: rbody,
-                                conn: Some(conn),
+                    let exchange = conn.exchange(UpRequest {
+                        method: &parts.method,
+                        head: &head,
+                        body: &mut body,
+                        chunked,
+                    });
+                    match self.within_response_timeout(exchange).await {
+                        Some(Ok(Exchanged { mut head, sending })) => {
+                            flight.answered(head.status);
+                            strip_hop_by_hop(&mut head.headers);
+                            let inner = conn.into_body(&head, sending);
+                            let mut response = Response::new(LbBody::new(BodyKind::Proxied {
+                                inner,
                                 _flight: flight,
-                            });
-                            return Response::from_parts(rparts, body);
+                            }));
+                            *response.status_mut() = head.status;
+                            *response.headers_mut() = head.headers;
+                            return response;
                         }
-                        Some(Err(mut error)) => match error.take_message() {
-                            Some(up) => {
-                                unsent = Some(up);
-                                Failure::Unsent
-                            }
-                            None => {
-                                backend.failures.fetch_add(1, Ordering::Relaxed);
-                                tracing::debug!(backend = %backend.addr, error = %error.into_error(), "backend failed before its response");
-                                Failure::Transport
-                            }
-                        },
+                        // The connection was already closed by the backend when it was reused.
+                        Some(Err(ExchangeError::Unsent(error))) => {
+                            tracing::debug!(backend = %backend.addr, %error, "request not sent");
+                            Failure::Unsent
+                        }
+                        Some(Err(ExchangeError::Transport(error))) => {
+                            backend.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(backend = %backend.addr, %error, reused = conn.reused(), "backend failed before its response");
+                            Failure::Transport
+                        }
+                        Some(Err(ExchangeError::BadResponse(error))) => {
+                            backend.failures.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(backend = %backend.addr, %error, "backend sent an invalid response");
+                            Failure::Final
+                        }
+                        Some(Err(ExchangeError::ClientBody(error))) => {
+                            tracing::debug!(%error, "client request body failed");
+                            flight.answered_locally(StatusCode::BAD_REQUEST);
+                            drop(flight);
+                            return local(StatusCode::BAD_REQUEST, "bad request body\n", true);
+                        }
                         None => {
                             backend.failures.fetch_add(1, Ordering::Relaxed);
                             flight.answered_locally(StatusCode::GATEWAY_TIMEOUT);
@@ -457,21 +404,20 @@ impl ConnContext {
             };
 
             let next = match failure {
-                // The connection closed before the request left: send it on another connection.
+                // Nothing reached the backend: send it on another connection.
                 Failure::Unsent if unsent_retries < 2 => {
                     unsent_retries += 1;
                     continue;
                 }
-                Failure::Unsent => None,
+                Failure::Unsent | Failure::Final => None,
                 Failure::Connect | Failure::Transport => {
                     attempts += 1;
                     let resendable = match failure {
                         Failure::Transport => replayable,
-                        _ => body.is_some() || !had_body || unsent.is_some(),
+                        _ => body.is_some() || !had_body,
                     };
                     if attempts < 2 && resendable {
-                        let path = path_and_query.as_ref().map_or("/", |p| p.path());
-                        match self.route(path, Some(&**backend)) {
+                        match self.route(parts.uri.path(), Some(&**backend)) {
                             Ok(next) => Some(next),
                             // A broken keep-alive connection is worth one more try on the same backend.
                             _ if matches!(failure, Failure::Transport)

@@ -1160,6 +1160,65 @@ async fn without_worker_threads_listeners_run_on_the_callers_runtime() {
     lb.shutdown().await;
 }
 
+/// The CPUs each thread named `name` of this process may run on, from `/proc`.
+fn cpus_of_threads(name: &str) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let comm = std::fs::read_to_string(path.join("comm")).ok()?;
+            if comm.trim() != name {
+                return None;
+            }
+            let status = std::fs::read_to_string(path.join("status")).ok()?;
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+                .map(|cpus| cpus.trim().to_owned())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pinned_workers_each_run_on_one_cpu_and_still_serve() {
+    let a = TestBackend::start("a").await;
+    let lb = Lb::with_settings(LbSettings {
+        worker_threads: 1,
+        pin_workers: true,
+        ..LbSettings::default()
+    });
+    lb.apply(app(vec![group("g", 1, true, &[&a])]))
+        .await
+        .unwrap();
+    let load = start_load(format!("http://{}/", addr_of(&lb, "web")), 2);
+    load.run_for(Duration::from_millis(200), 50).await;
+    let tally = load.finish().await;
+    assert!(tally.failures.is_empty(), "{:?}", tally.failures);
+    // The first CPU the process may use, as a single-CPU list ("3", not "0-3").
+    let allowed = std::fs::read_to_string("/proc/self/status").unwrap();
+    let first = allowed
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .split([',', '-'])
+        .next()
+        .unwrap()
+        .to_owned();
+    // Other tests' (unpinned) workers share the name: one of them must be bound to `first`.
+    wait_for("the worker to be pinned", Duration::from_secs(5), || {
+        cpus_of_threads("ferry-lb-0").contains(&first)
+    })
+    .await;
+    assert!(
+        allowed.contains("Cpus_allowed_list:\t0-") || allowed.contains(','),
+        "needs two CPUs or more to tell a pinned worker from an unpinned one"
+    );
+    lb.shutdown().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Per-second samples
 

@@ -63,6 +63,36 @@ impl WorkerSet {
     }
 }
 
+/// The CPUs this process may run on, if there are at least `count`.
+fn allowed_cpus(count: usize) -> Option<Vec<usize>> {
+    use nix::sched::{CpuSet, sched_getaffinity};
+    let set = sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+    let cpus: Vec<usize> = (0..CpuSet::count())
+        .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
+        .collect();
+    if cpus.len() < count {
+        tracing::warn!(
+            workers = count,
+            cpus = cpus.len(),
+            "more load balancer workers than CPUs; not pinning them"
+        );
+        return None;
+    }
+    Some(cpus)
+}
+
+/// Binds the calling thread to `cpu`; a failure is logged and the thread runs unpinned.
+fn pin_current_thread(cpu: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    let mut set = CpuSet::new();
+    let pinned = set
+        .set(cpu)
+        .and_then(|()| sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
+    if let Err(error) = pinned {
+        tracing::warn!(cpu, %error, "cannot pin a load balancer worker");
+    }
+}
+
 /// Where listener tasks run: dedicated worker threads, or the runtime that called
 /// [`crate::Lb::apply`] when the settings ask for no workers.
 pub(crate) struct Workers {
@@ -84,8 +114,10 @@ impl Workers {
         }
     }
 
-    /// Starts `count` worker threads; with 0, tasks go to the caller's runtime.
-    pub fn start(count: usize) -> std::io::Result<Workers> {
+    /// Starts `count` worker threads; with 0, tasks go to the caller's runtime. With `pin`,
+    /// worker *i* is bound to the *i*-th CPU the process may use, if there are enough of them.
+    pub fn start(count: usize, pin: bool) -> std::io::Result<Workers> {
+        let cpus = if pin { allowed_cpus(count) } else { None };
         let mut workers = Workers {
             set: Arc::default(),
             handles: Vec::with_capacity(count),
@@ -99,9 +131,13 @@ impl Workers {
             let (stop, stopped) = oneshot::channel::<()>();
             workers.handles.push(runtime.handle().clone());
             workers.stops.push(stop);
+            let cpu = cpus.as_ref().and_then(|cpus| cpus.get(i).copied());
             let thread = std::thread::Builder::new()
                 .name(format!("ferry-lb-{i}"))
                 .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_current_thread(cpu);
+                    }
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });

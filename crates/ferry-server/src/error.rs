@@ -1,5 +1,6 @@
 //! The one error body every route returns:
-//! `{"error": {"code": "...", "message": "...", "problems": [{"path", "message"}]}}`.
+//! `{"error": {"code": "...", "message": "...", "problems": [{"path", "message"}]}}`, plus
+//! `executionId` when the error is about an orchestration the request started.
 //! Internal errors are logged with detail and shown to callers only as a generic message.
 
 use axum::Json;
@@ -36,6 +37,24 @@ pub enum ApiError {
     /// Ferry is shutting down or its store is unavailable (503).
     #[error("{0}")]
     Unavailable(String),
+    /// An orchestration the request started ended without succeeding (409); the message is its
+    /// failed stage's error. The body names the execution (`executionId`).
+    #[error("{message}")]
+    OperationFailed {
+        /// The orchestration.
+        execution_id: String,
+        /// The failed stage's error (or how the orchestration ended).
+        message: String,
+    },
+    /// Ferry began shutting down while the request waited for its orchestration (503); the
+    /// orchestration continues when Ferry starts again. The body names it (`executionId`).
+    #[error(
+        "Ferry is shutting down; orchestration {execution_id} continues when Ferry starts again"
+    )]
+    OperationInterrupted {
+        /// The orchestration.
+        execution_id: String,
+    },
 }
 
 impl ApiError {
@@ -49,6 +68,10 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::OperationFailed { .. } => (StatusCode::CONFLICT, "operation_failed"),
+            ApiError::OperationInterrupted { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
         }
     }
 }
@@ -69,7 +92,13 @@ impl IntoResponse for ApiError {
             }
             other => (other.to_string(), Vec::new()),
         };
-        (status, Json(error_body(code, &message, &problems))).into_response()
+        let mut body = error_body(code, &message, &problems);
+        if let ApiError::OperationFailed { execution_id, .. }
+        | ApiError::OperationInterrupted { execution_id } = &self
+        {
+            body["error"]["executionId"] = json!(execution_id);
+        }
+        (status, Json(body)).into_response()
     }
 }
 

@@ -1,18 +1,34 @@
 //! Server groups, clusters, instances, load balancers and logs through the API: reads across
 //! every configured provider, and the operations `ferry scale|enable|disable|rollback|destroy`
-//! use. Pipelines do the same through the server-group stage types; these routes are for
-//! people.
+//! use.
+//!
+//! The operations are **orchestrations**: a handler checks what it can up front (the account
+//! and server group exist, the capacity is sound, there is something to roll back to) so the
+//! caller gets 400/404/409, then starts one server-group stage (`resizeServerGroup`,
+//! `enableServerGroup`, `disableServerGroup`, `rollbackServerGroup` with
+//! `PREVIOUS_SERVER_GROUP`, `destroyServerGroup`) as the caller, through
+//! [`ferry_engine::EngineHandle::run_orchestration`], and by default waits for it to end. The
+//! stage does the work, so it is durable (a restart of Ferry resumes it), visible as an
+//! execution, and written once, shared with pipelines. `?wait=false` answers `202 {id}` at once.
 
+use crate::auth::Principal;
 use crate::error::ApiError;
+use crate::routes::Caller;
 use crate::state::AppState;
 use axum::Json;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use ferry_core::{Execution, Problems, Status};
+use ferry_engine::{EngineError, ExecutionEvent, RunRequest};
 use ferry_provider::{Capacity, Provider, ProviderError, ServerGroup};
 use http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::RecvError;
 
 impl From<ProviderError> for ApiError {
     fn from(e: ProviderError) -> Self {
@@ -147,12 +163,218 @@ pub async fn logs(
     Ok(Json(json!(lines)))
 }
 
-/// `POST /api/v1/serverGroups/{account}/{name}/resize` with `{capacity: {min,max,desired}}` or `{desired: N}`.
+// ----- operations (orchestrations) -----
+
+/// The trigger type of the orchestrations these routes start.
+pub const TRIGGER_TYPE: &str = "api";
+
+/// How often a waiting request looks at its orchestration even without an event.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// `?wait=` of the operations: `true` (default) answers when the orchestration ends, `false`
+/// answers `202 {id}` at once.
+#[derive(Deserialize)]
+pub struct OperationQuery {
+    wait: Option<String>,
+}
+
+impl OperationQuery {
+    fn wait(&self) -> Result<bool, ApiError> {
+        match self.wait.as_deref() {
+            None | Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(ApiError::BadRequest(format!(
+                "wait must be true or false, not \"{other}\""
+            ))),
+        }
+    }
+}
+
+/// The server group an operation acts on, looked up before the orchestration starts.
+struct Operated {
+    provider: Arc<dyn Provider>,
+    group: ServerGroup,
+}
+
+/// The provider and server group, or 404.
+async fn look_up(s: &AppState, account: &str, name: &str) -> Result<Operated, ApiError> {
+    let provider = provider_for(s, account)?;
+    match provider.server_group(account, name).await? {
+        Some(group) => Ok(Operated { provider, group }),
+        None => Err(ApiError::NotFound(format!(
+            "no server group \"{name}\" in account \"{account}\""
+        ))),
+    }
+}
+
+impl Operated {
+    /// The one stage of the orchestration: `stage_type` on this server group by name, plus
+    /// `config`.
+    fn stage(&self, stage_type: &str, name: &str, config: Value) -> Value {
+        let mut stage = json!({
+            "refId": "1",
+            "type": stage_type,
+            "name": name,
+            "cloudProvider": self.provider.kind(),
+            "credentials": self.group.account,
+            "application": self.group.moniker.app,
+            "serverGroupName": self.group.name,
+        });
+        if let (Some(s), Value::Object(extra)) = (stage.as_object_mut(), config) {
+            s.extend(extra);
+        }
+        stage
+    }
+}
+
+/// Starts `stage` as an orchestration for `who`; with `wait`, answers `200` with `answer` once
+/// it SUCCEEDED (or the error of its failed stage), else `202 {id}` at once.
+async fn orchestrate(
+    s: &AppState,
+    who: &Principal,
+    wait: bool,
+    target: &Operated,
+    description: String,
+    stage: Value,
+    answer: impl FnOnce(&Execution) -> Map<String, Value>,
+) -> Result<Response, ApiError> {
+    if s.shutdown.is_cancelled() {
+        return Err(ApiError::Unavailable(
+            "Ferry is shutting down; try again when it is back".into(),
+        ));
+    }
+    // Subscribe before starting, so the end cannot slip between the start and the wait.
+    let events = s.engine.subscribe();
+    let request = RunRequest {
+        trigger_type: TRIGGER_TYPE.into(),
+        user: who.name.clone(),
+        ..RunRequest::default()
+    };
+    let id = s
+        .engine
+        .run_orchestration(
+            &target.group.moniker.app,
+            &description,
+            vec![stage],
+            request,
+        )
+        .await
+        .map_err(start_error)?;
+    if !wait {
+        return Ok((StatusCode::ACCEPTED, Json(json!({"id": id}))).into_response());
+    }
+    let Some(e) = wait_for_end(s, &id, events).await else {
+        return Err(ApiError::OperationInterrupted { execution_id: id });
+    };
+    if e.status != Status::Succeeded {
+        return Err(ApiError::OperationFailed {
+            message: failure_message(&e),
+            execution_id: id,
+        });
+    }
+    let mut body = Map::new();
+    body.insert("id".into(), json!(id));
+    body.insert("status".into(), json!(e.status));
+    body.insert("account".into(), json!(target.group.account));
+    body.insert("serverGroup".into(), json!(target.group.name));
+    body.extend(answer(&e));
+    Ok((StatusCode::OK, Json(Value::Object(body))).into_response())
+}
+
+/// An orchestration refused at its start. Its stages come only from the request's values (the
+/// capacity, the names), so invalid stages are a bad request, told without the stage prefix.
+fn start_error(e: EngineError) -> ApiError {
+    match e {
+        EngineError::Invalid(Problems(problems)) => ApiError::BadRequest(
+            problems
+                .iter()
+                .map(|p| {
+                    let path = p.path.strip_prefix("stages[0].").unwrap_or(&p.path);
+                    format!("{path}: {}", p.message)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        other => other.into(),
+    }
+}
+
+/// Waits until the execution completes. `None` when Ferry began shutting down first (the
+/// orchestration continues when it starts again).
+async fn wait_for_end(
+    s: &AppState,
+    id: &str,
+    mut events: broadcast::Receiver<ExecutionEvent>,
+) -> Option<Execution> {
+    loop {
+        match s.engine.get_execution(id).await {
+            Ok(Some(e)) if e.status.is_complete() => return Some(e),
+            Ok(_) => {}
+            // The store may come back; the next look tries again.
+            Err(err) => {
+                tracing::warn!(execution = id, error = %err, "cannot read an orchestration")
+            }
+        }
+        loop {
+            if !s.engine.is_running() {
+                return None;
+            }
+            let next = tokio::select! {
+                _ = s.shutdown.cancelled() => return None,
+                r = tokio::time::timeout(RECHECK, events.recv()) => r,
+            };
+            match next {
+                // Only the commit that completes this execution needs a look.
+                Ok(Ok(ev)) if ev.execution_id != id || !ev.status.is_complete() => continue,
+                Ok(Err(RecvError::Closed)) => return None,
+                // Its completion, missed events, or the periodic look.
+                _ => break,
+            }
+        }
+    }
+}
+
+/// Why a completed orchestration did not succeed: its failed stage's error, else how it ended.
+fn failure_message(e: &Execution) -> String {
+    let stage_error = e.stages.iter().find_map(|st| {
+        st.context
+            .get("exception")
+            .and_then(|x| x.pointer("/details/error"))
+            .and_then(Value::as_str)
+    });
+    if let Some(error) = stage_error {
+        return error.to_string();
+    }
+    if e.canceled {
+        let by = e.canceled_by.as_deref().unwrap_or("someone");
+        return match &e.cancellation_reason {
+            Some(reason) => format!("the orchestration was canceled by {by}: {reason}"),
+            None => format!("the orchestration was canceled by {by}"),
+        };
+    }
+    format!("the orchestration ended {}", e.status)
+}
+
+/// A value the orchestration's stage recorded in its context (`op.capacity`, `op.restore`…).
+fn recorded(e: &Execution, key: &str) -> Value {
+    e.stages
+        .first()
+        .and_then(|st| st.context.get(key))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// `POST /api/v1/serverGroups/{account}/{name}/resize` with `{capacity: {min,max,desired}}` or
+/// `{desired: N}`: a `resizeServerGroup` orchestration, which waits until the server group is up
+/// at the new capacity.
 pub async fn resize(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((account, name)): Path<(String, String)>,
+    Query(q): Query<OperationQuery>,
     crate::routes::Body(body): crate::routes::Body,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Response, ApiError> {
+    let wait = q.wait()?;
     let capacity = match (
         body.get("capacity"),
         body.get("desired").and_then(Value::as_u64),
@@ -169,94 +391,146 @@ pub async fn resize(
             ));
         }
     };
-    provider_for(&s, &account)?
-        .resize(&account, &name, capacity)
-        .await?;
-    Ok(StatusCode::ACCEPTED)
+    if capacity.min > capacity.max
+        || capacity.desired < capacity.min
+        || capacity.desired > capacity.max
+    {
+        return Err(ApiError::BadRequest(format!(
+            "capacity must have min <= desired <= max, not min {}, desired {}, max {}",
+            capacity.min, capacity.desired, capacity.max
+        )));
+    }
+    let target = look_up(&s, &account, &name).await?;
+    let stage = target.stage(
+        "resizeServerGroup",
+        "Resize",
+        json!({"action": "scale_exact", "capacity": capacity}),
+    );
+    let description = format!("Resize {name} to {}", capacity.desired);
+    orchestrate(&s, &who, wait, &target, description, stage, |e| {
+        let mut out = Map::new();
+        out.insert("capacity".into(), recorded(e, "op.capacity"));
+        out
+    })
+    .await
 }
 
-/// `POST /api/v1/serverGroups/{account}/{name}/enable` (a weight of 0 becomes 100)
+/// `POST /api/v1/serverGroups/{account}/{name}/enable`: an `enableServerGroup` orchestration (a
+/// weight of 0 becomes 100; it waits until the server group is up).
 pub async fn enable(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((account, name)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    let p = provider_for(&s, &account)?;
-    if p.server_group(&account, &name)
-        .await?
-        .is_some_and(|g| g.weight == 0)
-    {
-        p.set_weight(&account, &name, 100).await?;
-    }
-    p.enable(&account, &name).await?;
-    Ok(StatusCode::ACCEPTED)
+    Query(q): Query<OperationQuery>,
+) -> Result<Response, ApiError> {
+    let wait = q.wait()?;
+    let target = look_up(&s, &account, &name).await?;
+    let stage = target.stage("enableServerGroup", "Enable", json!({}));
+    orchestrate(
+        &s,
+        &who,
+        wait,
+        &target,
+        format!("Enable {name}"),
+        stage,
+        |_| Map::new(),
+    )
+    .await
 }
 
-/// `POST /api/v1/serverGroups/{account}/{name}/disable` (returns once drained)
+/// `POST /api/v1/serverGroups/{account}/{name}/disable`: a `disableServerGroup` orchestration
+/// (ends once drained).
 pub async fn disable(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((account, name)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    provider_for(&s, &account)?.disable(&account, &name).await?;
-    Ok(StatusCode::ACCEPTED)
+    Query(q): Query<OperationQuery>,
+) -> Result<Response, ApiError> {
+    let wait = q.wait()?;
+    let target = look_up(&s, &account, &name).await?;
+    let stage = target.stage("disableServerGroup", "Disable", json!({}));
+    orchestrate(
+        &s,
+        &who,
+        wait,
+        &target,
+        format!("Disable {name}"),
+        stage,
+        |_| Map::new(),
+    )
+    .await
 }
 
-/// `DELETE /api/v1/serverGroups/{account}/{name}`
+/// `DELETE /api/v1/serverGroups/{account}/{name}`: a `destroyServerGroup` orchestration
+/// (disables, then destroys).
 pub async fn destroy(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((account, name)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    provider_for(&s, &account)?.destroy(&account, &name).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Query(q): Query<OperationQuery>,
+) -> Result<Response, ApiError> {
+    let wait = q.wait()?;
+    let target = look_up(&s, &account, &name).await?;
+    let stage = target.stage("destroyServerGroup", "Destroy", json!({}));
+    orchestrate(
+        &s,
+        &who,
+        wait,
+        &target,
+        format!("Destroy {name}"),
+        stage,
+        |_| Map::new(),
+    )
+    .await
 }
 
-/// `POST /api/v1/serverGroups/{account}/{name}/rollback`: enables the server group before
-/// `name` in its cluster (resized to `name`'s capacity if it was scaled down), waits until it is
-/// up, then disables `name`. Refuses when there is nothing to roll back to.
+/// `POST /api/v1/serverGroups/{account}/{name}/rollback`: a `rollbackServerGroup` orchestration
+/// (`PREVIOUS_SERVER_GROUP`): the server group before `name` in its cluster is resized to
+/// `name`'s capacity if it has fewer instances, given weight 100 if it had 0, enabled and waited
+/// for; only then is `name` disabled. Refused (409) when `name` is the oldest of its cluster.
 pub async fn rollback(
     State(s): State<AppState>,
+    Caller(who): Caller,
     Path((account, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let p = provider_for(&s, &account)?;
-    let Some(current) = p.server_group(&account, &name).await? else {
-        return Err(ApiError::NotFound(format!(
-            "no server group \"{name}\" in account \"{account}\""
-        )));
-    };
+    Query(q): Query<OperationQuery>,
+) -> Result<Response, ApiError> {
+    let wait = q.wait()?;
+    let target = look_up(&s, &account, &name).await?;
+    // The stage picks the server group to go back to when it runs; this only refuses early
+    // (and with 409) when there can be none.
+    let current = &target.group;
     let cluster = current.cluster();
-    let previous = p
+    let has_older = target
+        .provider
         .server_groups(&current.moniker.app)
         .await?
-        .into_iter()
-        .filter(|g| {
+        .iter()
+        .any(|g| {
             g.account == account && g.cluster() == cluster && g.sequence() < current.sequence()
-        })
-        .max_by_key(ServerGroup::sequence)
-        .ok_or_else(|| {
-            ApiError::Conflict(format!(
-                "{name} is the oldest server group of {cluster}; nothing to roll back to"
-            ))
-        })?;
-    if previous.capacity.desired < current.capacity.desired {
-        p.resize(&account, &previous.name, current.capacity).await?;
+        });
+    if !has_older {
+        return Err(ApiError::Conflict(format!(
+            "{name} is the oldest server group of {cluster}; nothing to roll back to"
+        )));
     }
-    // A rolling deploy leaves the old server group at weight 0: give it full weight back.
-    if previous.weight == 0 {
-        p.set_weight(&account, &previous.name, 100).await?;
-    }
-    p.enable(&account, &previous.name).await?;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        match p.server_group(&account, &previous.name).await? {
-            Some(g) if g.is_up() => break,
-            _ if tokio::time::Instant::now() > deadline => {
-                return Err(ApiError::Conflict(format!(
-                    "{} did not become healthy within 120 s; {name} keeps serving",
-                    previous.name
-                )));
-            }
-            _ => tokio::time::sleep(std::time::Duration::from_millis(250)).await,
-        }
-    }
-    p.disable(&account, &name).await?;
-    Ok(Json(json!({"enabled": previous.name, "disabled": name})))
+    let stage = target.stage(
+        "rollbackServerGroup",
+        "Roll back",
+        json!({"rollbackType": "PREVIOUS_SERVER_GROUP"}),
+    );
+    orchestrate(
+        &s,
+        &who,
+        wait,
+        &target,
+        format!("Roll back {name}"),
+        stage,
+        |e| {
+            let mut out = Map::new();
+            out.insert("enabled".into(), recorded(e, "op.restore"));
+            out.insert("disabled".into(), recorded(e, "op.rollback"));
+            out
+        },
+    )
+    .await
 }

@@ -45,7 +45,8 @@ pub fn document() -> Value {
                     "code": {"type": "string"},
                     "message": {"type": "string"},
                     "problems": {"type": "array", "items": {"type": "object", "properties": {
-                        "path": {"type": "string"}, "message": {"type": "string"}}}}
+                        "path": {"type": "string"}, "message": {"type": "string"}}}},
+                    "executionId": {"type": "string", "description": "The orchestration the request started, when the error is about it"}
                 }}}}}
         },
         "security": [{"bearer": []}],

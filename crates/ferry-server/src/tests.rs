@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::auth::{Action, AdminOnly, LocalAdmin};
+use crate::error::ApiError;
 use crate::routes::ROUTES;
 use axum::body::Body;
-use ferry_engine::{Engine, EngineConfig};
+use ferry_engine::{Engine, EngineConfig, Registry};
+use ferry_provider::Provider as _;
 use http::{Method, Request};
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -15,7 +17,8 @@ const TOKEN: &str = "test-token-0123456789abcdef0123456789abcdef";
 
 struct Harness {
     app: Router,
-    _dir: tempfile::TempDir,
+    state: AppState,
+    dir: tempfile::TempDir,
 }
 
 async fn harness() -> Harness {
@@ -23,24 +26,46 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with(providers: Vec<Arc<dyn ferry_provider::Provider>>) -> Harness {
+    harness_as(providers, Arc::new(LocalAdmin::with_token(TOKEN))).await
+}
+
+/// The core stage types, and the server-group ones over `providers` (polling every 20 ms).
+fn registry(dir: &std::path::Path, providers: &[Arc<dyn ferry_provider::Provider>]) -> Registry {
+    let mut registry = ferry_stages::core_registry(&ferry_stages::StageServices {
+        http: ferry_http::GuardedClient::new(ferry_http::UrlPolicy::deny_all()).unwrap(),
+        notifier: Arc::new(ferry_stages::LogNotifier),
+        work_dir: dir.join("work"),
+    });
+    let mut deploy =
+        ferry_deploy::Providers::new().with_poll_interval(std::time::Duration::from_millis(20));
+    for p in providers {
+        deploy.insert(p.clone());
+    }
+    ferry_deploy::register(&mut registry, deploy);
+    registry
+}
+
+async fn harness_as(
+    providers: Vec<Arc<dyn ferry_provider::Provider>>,
+    auth: Arc<dyn crate::auth::Authenticator>,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
         path: dir.path().join("ferry.db"),
     })
     .await
     .unwrap();
-    let registry = ferry_stages::core_registry(&ferry_stages::StageServices {
-        http: ferry_http::GuardedClient::new(ferry_http::UrlPolicy::deny_all()).unwrap(),
-        notifier: Arc::new(ferry_stages::LogNotifier),
-        work_dir: dir.path().join("work"),
-    });
-    let (engine, _join) = Engine::start(store.clone(), registry, EngineConfig::default())
-        .await
-        .unwrap();
+    let (engine, _join) = Engine::start(
+        store.clone(),
+        registry(dir.path(), &providers),
+        EngineConfig::default(),
+    )
+    .await
+    .unwrap();
     let state = AppState {
         engine,
         store,
-        auth: Arc::new(LocalAdmin::with_token(TOKEN)),
+        auth,
         authz: Arc::new(AdminOnly),
         metrics: Arc::new(metrics::Metrics::default()),
         max_body_bytes: 64 * 1024,
@@ -49,9 +74,37 @@ async fn harness_with(providers: Vec<Arc<dyn ferry_provider::Provider>>) -> Harn
         shutdown: Default::default(),
     };
     Harness {
-        app: app(state),
-        _dir: dir,
+        app: app(state.clone()),
+        state,
+        dir,
     }
+}
+
+/// One request through `app`.
+async fn call_app(
+    app: Router,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    token: bool,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if token {
+        req = req.header("authorization", format!("Bearer {TOKEN}"));
+    }
+    let req = match body {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    }
+    .unwrap();
+    let res = app.oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let v = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    (status, v)
 }
 
 impl Harness {
@@ -62,23 +115,23 @@ impl Harness {
         body: Option<Value>,
         token: bool,
     ) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(path);
-        if token {
-            req = req.header("authorization", format!("Bearer {TOKEN}"));
-        }
-        let req = match body {
-            Some(b) => req
-                .header("content-type", "application/json")
-                .body(Body::from(b.to_string())),
-            None => req.body(Body::empty()),
-        }
+        call_app(self.app.clone(), method, path, body, token).await
+    }
+
+    /// A restart of Ferry: the engine stops, a new one starts on the same store (the providers
+    /// keep their state, as processes outlive Ferry).
+    async fn restart(&mut self) {
+        self.state.engine.shutdown();
+        let (engine, _join) = Engine::start(
+            self.state.store.clone(),
+            registry(self.dir.path(), &self.state.providers),
+            EngineConfig::default(),
+        )
+        .await
         .unwrap();
-        let res = self.app.clone().oneshot(req).await.unwrap();
-        let status = res.status();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
-        let v = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-        (status, v)
+        self.state.engine = engine;
+        self.state.shutdown = Default::default();
+        self.app = app(self.state.clone());
     }
 
     async fn wait_status(&self, id: &str, want: &str) -> Value {
@@ -426,9 +479,27 @@ async fn infrastructure_routes_read_and_act_through_providers() {
             true,
         )
         .await;
-    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    // The resize ran as an orchestration, as the caller, and the answer came when it ended.
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "SUCCEEDED");
+    assert_eq!(v["capacity"], json!({"min": 3, "max": 3, "desired": 3}));
     let (_, g) = h.call(Method::GET, sg, None, true).await;
     assert_eq!(g["capacity"]["desired"], 3);
+    let (_, e) = h
+        .call(
+            Method::GET,
+            &format!("/api/v1/executions/{}", v["id"].as_str().unwrap()),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(e["type"], "ORCHESTRATION");
+    assert_eq!(e["application"], "shop");
+    assert_eq!(e["pipelineConfigId"], "");
+    assert_eq!(e["name"], "Resize shop-prod-kids-v001 to 3");
+    assert_eq!(e["trigger"]["type"], "api");
+    assert_eq!(e["trigger"]["user"], "admin");
+    assert_eq!(e["stages"][0]["type"], "resizeServerGroup");
 
     // Rollback: v000 is enabled (and resized to v001's capacity) before v001 is disabled.
     provider
@@ -441,6 +512,9 @@ async fn infrastructure_routes_read_and_act_through_providers() {
         .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["enabled"], "shop-prod-kids-v000");
+    assert_eq!(v["disabled"], "shop-prod-kids-v001");
+    assert_eq!(v["status"], "SUCCEEDED");
+    assert!(v["id"].is_string(), "{v}");
     let events = fake.events();
     let enable = events
         .iter()
@@ -451,8 +525,12 @@ async fn infrastructure_routes_read_and_act_through_providers() {
         .position(|e| e == "disable shop-prod-kids-v001")
         .unwrap();
     assert!(enable < disable, "{events:?}");
-    // Nothing older than v000: a rollback of it is refused.
-    let (status, _) = h
+    assert!(
+        events.contains(&"resize shop-prod-kids-v000 3".to_string()),
+        "{events:?}"
+    );
+    // Nothing older than v000: a rollback of it is refused before anything starts.
+    let (status, v) = h
         .call(
             Method::POST,
             "/api/v1/serverGroups/local/shop-prod-kids-v000/rollback",
@@ -461,9 +539,17 @@ async fn infrastructure_routes_read_and_act_through_providers() {
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nothing to roll back to"),
+        "{v}"
+    );
 
-    let (status, _) = h.call(Method::DELETE, sg, None, true).await;
-    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, v) = h.call(Method::DELETE, sg, None, true).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "SUCCEEDED");
     let (status, _) = h.call(Method::GET, sg, None, true).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, v) = h
@@ -519,6 +605,338 @@ async fn infrastructure_routes_read_and_act_through_providers() {
         .await;
     assert_eq!(lbs[0]["routes"][0]["pathPrefix"], "/kids");
     assert_eq!(lbs[0]["firewalls"][0], "office");
+}
+
+/// A fake provider with `shop-prod-kids-v000` (1.0.0, disabled) and `-v001` (1.1.0, enabled),
+/// two instances each.
+async fn two_server_groups() -> Arc<ferry_provider::fake::FakeProvider> {
+    let fake = Arc::new(ferry_provider::fake::FakeProvider::new());
+    let mut first = spec("1.0.0");
+    first.enabled = false;
+    fake.create_server_group(first).await.unwrap();
+    fake.create_server_group(spec("1.1.0")).await.unwrap();
+    fake.clear_events();
+    fake
+}
+
+const V000: &str = "/api/v1/serverGroups/local/shop-prod-kids-v000";
+const V001: &str = "/api/v1/serverGroups/local/shop-prod-kids-v001";
+
+#[tokio::test]
+async fn server_group_operations_are_orchestrations_with_the_old_status_codes() {
+    use ferry_provider::fake::Op;
+    let fake = two_server_groups().await;
+    fake.set_weight("local", "shop-prod-kids-v000", 0)
+        .await
+        .unwrap();
+    fake.clear_events();
+    let h = harness_with(vec![fake.clone()]).await;
+
+    // enable: a weight of 0 becomes 100, and the answer comes once it is up.
+    let (status, v) = h
+        .call(Method::POST, &format!("{V000}/enable"), None, true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(
+        (&v["status"], &v["account"], &v["serverGroup"]),
+        (
+            &json!("SUCCEEDED"),
+            &json!("local"),
+            &json!("shop-prod-kids-v000")
+        )
+    );
+    assert_eq!(
+        fake.events(),
+        [
+            "weight shop-prod-kids-v000 100",
+            "enable shop-prod-kids-v000"
+        ]
+    );
+    let enable_id = v["id"].as_str().unwrap().to_string();
+
+    // disable
+    let (status, v) = h
+        .call(Method::POST, &format!("{V000}/disable"), None, true)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(fake.events().last().unwrap(), "disable shop-prod-kids-v000");
+
+    // Both are executions of the application; an empty pipeline id lists only orchestrations.
+    let (_, list) = h
+        .call(
+            Method::GET,
+            "/api/v1/executions?application=shop",
+            None,
+            true,
+        )
+        .await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["Disable shop-prod-kids-v000", "Enable shop-prod-kids-v000"]
+    );
+    let (_, only) = h
+        .call(Method::GET, "/api/v1/executions?pipeline=", None, true)
+        .await;
+    assert_eq!(only.as_array().unwrap().len(), 2);
+    assert_eq!(only[1]["id"], enable_id.as_str());
+    assert_eq!(only[1]["triggerType"], "api");
+
+    // Unknown server groups and accounts: 404 from every operation, and nothing starts.
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/api/v1/serverGroups/local/shop-prod-kids-v009/resize",
+            Some(json!({"desired": 1})),
+        ),
+        (
+            Method::POST,
+            "/api/v1/serverGroups/local/shop-prod-kids-v009/enable",
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/serverGroups/local/shop-prod-kids-v009/disable",
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/serverGroups/local/shop-prod-kids-v009/rollback",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/serverGroups/local/shop-prod-kids-v009",
+            None,
+        ),
+        (
+            Method::POST,
+            "/api/v1/serverGroups/elsewhere/shop-prod-kids-v001/enable",
+            None,
+        ),
+    ] {
+        let (status, v) = h.call(method.clone(), path, body, true).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+    }
+    // Bad capacity input: 400, and nothing starts.
+    for body in [
+        json!({}),
+        json!({"desired": -1}),
+        json!({"capacity": {"desired": 2}}),
+        json!({"capacity": {"min": 3, "max": 2, "desired": 2}}),
+        json!({"desired": 20000}),
+    ] {
+        let (status, v) = h
+            .call(
+                Method::POST,
+                &format!("{V001}/resize"),
+                Some(body.clone()),
+                true,
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert_eq!(v["error"]["code"], "bad_request");
+    }
+    let (_, v) = h
+        .call(
+            Method::POST,
+            &format!("{V001}/resize"),
+            Some(json!({"desired": 20000})),
+            true,
+        )
+        .await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("capacity.desired: must be between 0 and 10000, found 20000"),
+        "{v}"
+    );
+    let (status, _) = h
+        .call(
+            Method::POST,
+            &format!("{V001}/enable?wait=soon"),
+            None,
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (_, list) = h.call(Method::GET, "/api/v1/executions", None, true).await;
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+
+    // A failed stage: its error is the message (409), the body names the execution.
+    fake.fail_next(
+        Op::Disable,
+        ferry_provider::ProviderError::Backend("disk on fire".into()),
+    );
+    let (status, v) = h
+        .call(Method::POST, &format!("{V001}/disable"), None, true)
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "operation_failed");
+    assert_eq!(
+        v["error"]["message"],
+        "could not disable shop-prod-kids-v001: disk on fire"
+    );
+    let failed = v["error"]["executionId"].as_str().unwrap();
+    let e = h.wait_status(failed, "TERMINAL").await;
+    assert_eq!(e["type"], "ORCHESTRATION");
+
+    // ?wait=false: 202 {id} at once; the execution routes follow it.
+    let (status, v) = h
+        .call(
+            Method::POST,
+            &format!("{V001}/resize?wait=false"),
+            Some(json!({"capacity": {"min": 1, "max": 5, "desired": 4}})),
+            true,
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+    let e = h.wait_status(v["id"].as_str().unwrap(), "SUCCEEDED").await;
+    assert_eq!(e["stages"][0]["context"]["op.capacity"]["desired"], 4);
+    let (status, v) = h
+        .call(Method::DELETE, &format!("{V000}?wait=false"), None, true)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{v}");
+    h.wait_status(v["id"].as_str().unwrap(), "SUCCEEDED").await;
+    let (status, _) = h.call(Method::GET, V000, None, true).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_operation_cut_short_by_a_shutdown_finishes_after_a_restart() {
+    use ferry_provider::fake::Behavior;
+    let fake = two_server_groups().await;
+    // v000 will not come up until later: the rollback waits for it.
+    fake.set_behavior("1.0.0", Behavior::never_healthy());
+    let mut h = harness_with(vec![fake.clone()]).await;
+    let app = h.app.clone();
+    let request = tokio::spawn(async move {
+        call_app(app, Method::POST, &format!("{V001}/rollback"), None, true).await
+    });
+    // Wait until the orchestration waits for v000 to be up.
+    let mut id = String::new();
+    for _ in 0..400 {
+        let (_, list) = h
+            .call(
+                Method::GET,
+                "/api/v1/executions?application=shop",
+                None,
+                true,
+            )
+            .await;
+        if let Some(found) = list[0]["id"].as_str() {
+            let (_, e) = h
+                .call(
+                    Method::GET,
+                    &format!("/api/v1/executions/{found}"),
+                    None,
+                    true,
+                )
+                .await;
+            if e["stages"][0]["context"]["op.phase"] == "wait" {
+                id = found.to_string();
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(!id.is_empty(), "the rollback never waited for v000");
+    // Ferry begins shutting down: the waiting request answers 503 with the execution.
+    h.state.shutdown.cancel();
+    let (status, v) = request.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["error"]["executionId"], id.as_str());
+    // New operations are refused while shutting down.
+    let (status, _) = h
+        .call(Method::POST, &format!("{V000}/enable"), None, true)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+    h.restart().await;
+    fake.set_behavior("1.0.0", Behavior::healthy_after(std::time::Duration::ZERO));
+    let e = h.wait_status(&id, "SUCCEEDED").await;
+    assert_eq!(e["type"], "ORCHESTRATION");
+    assert_eq!(
+        e["stages"][0]["context"]["op.restore"],
+        "shop-prod-kids-v000"
+    );
+    // v000 was enabled once, before the restart; v001 disabled only after v000 was up.
+    assert_eq!(
+        fake.events(),
+        ["enable shop-prod-kids-v000", "disable shop-prod-kids-v001"]
+    );
+    assert_eq!(
+        fake.serving("shop-prod-kids"),
+        vec![("shop-prod-kids-v000".to_string(), 100)]
+    );
+}
+
+#[test]
+fn no_handler_changes_a_server_group_itself() {
+    // ARCHITECTURE.md invariant 10: operations run as orchestrations of the stage types.
+    for (file, text) in [
+        ("infra.rs", include_str!("infra.rs")),
+        ("routes.rs", include_str!("routes.rs")),
+    ] {
+        for call in [
+            ".create_server_group(",
+            ".resize(",
+            ".enable(",
+            ".disable(",
+            ".set_weight(",
+            ".destroy(",
+        ] {
+            assert!(
+                !text.contains(call),
+                "{file} calls {call}: server-group operations must run as orchestrations"
+            );
+        }
+    }
+}
+
+/// Authenticates everyone as a non-admin reader.
+struct Reader;
+
+impl crate::auth::Authenticator for Reader {
+    fn authenticate(&self, _: &http::HeaderMap) -> Result<crate::auth::Principal, ApiError> {
+        Ok(crate::auth::Principal {
+            name: "reader".into(),
+            admin: false,
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_reader_may_look_at_server_groups_but_start_no_operation() {
+    let fake = two_server_groups().await;
+    let h = harness_as(vec![fake.clone()], Arc::new(Reader)).await;
+    let (status, _) = h.call(Method::GET, V001, None, true).await;
+    assert_eq!(status, StatusCode::OK);
+    for (method, path, body) in [
+        (
+            Method::POST,
+            format!("{V001}/resize"),
+            Some(json!({"desired": 3})),
+        ),
+        (Method::POST, format!("{V000}/enable"), None),
+        (Method::POST, format!("{V001}/disable"), None),
+        (Method::POST, format!("{V001}/rollback?wait=false"), None),
+        (Method::DELETE, V000.to_string(), None),
+    ] {
+        let (status, v) = h.call(method.clone(), &path, body, true).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "forbidden");
+    }
+    assert!(fake.events().is_empty(), "{:?}", fake.events());
+    let (_, list) = h.call(Method::GET, "/api/v1/executions", None, true).await;
+    assert_eq!(list, json!([]));
 }
 
 #[tokio::test]

@@ -89,6 +89,8 @@ impl Ferry {
             max_body_bytes: ferry_cli::server::DEFAULT_MAX_BODY_BYTES,
             prometheus_url: None,
             lb_address: std::net::IpAddr::from([127, 0, 0, 1]),
+            lb_workers: None,
+            lb_pin_workers: false,
         };
         adjust(&mut options);
         let cleanup = KillInstances(options.data_dir.join("host"));
@@ -211,7 +213,7 @@ impl Api {
                     None,
                 )
                 .await;
-            assert_eq!(status, 204, "{v}");
+            assert_eq!(status, 200, "{v}");
         }
     }
 }

@@ -31,28 +31,37 @@ struct Options {
     only: Option<String>,
     /// Ferry's worker threads (default: one per core).
     ferry_threads: Option<usize>,
+    /// Bind every proxy's threads or processes to one CPU each: Ferry's `pin_workers`,
+    /// HAProxy's `cpu-map`, nginx's `worker_cpu_affinity auto`.
+    pin: bool,
 }
 
 impl Options {
     fn parse() -> anyhow::Result<Options> {
         let mut options = Options {
             backends: 4,
-            duration: 10,
+            duration: 3,
             connections: 64,
             wrk_threads: 2,
             warmup: 2,
-            rounds: 3,
+            rounds: 11,
             only: None,
             ferry_threads: None,
+            pin: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
             if flag == "-h" || flag == "--help" {
                 println!(
-                    "usage: ferry-lb-bench [--backends N=4] [--duration SECS=10] [--connections C=64] \
-                     [--wrk-threads T=2] [--warmup SECS=2] [--rounds R=3] [--only ferry|haproxy|nginx] [--ferry-threads N=cores]"
+                    "usage: ferry-lb-bench [--backends N=4] [--duration SECS=3] [--connections C=64] \
+                     [--wrk-threads T=2] [--warmup SECS=2] [--rounds R=11] [--only ferry|haproxy|nginx] [--ferry-threads N=cores] \
+                     [--pin]"
                 );
                 std::process::exit(0);
+            }
+            if flag == "--pin" {
+                options.pin = true;
+                continue;
             }
             let value = args
                 .next()
@@ -130,40 +139,71 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// Starts the backends on their own runtime (own threads), so every proxy faces the same ones.
-fn start_backends(
-    count: usize,
-) -> anyhow::Result<(
-    Vec<SocketAddr>,
-    std::thread::JoinHandle<()>,
-    tokio::sync::oneshot::Sender<()>,
-)> {
+/// The hidden flag that makes this binary the backends' process.
+const SERVE_BACKENDS: &str = "--serve-backends";
+
+/// Starts the backends in a process of their own (this binary again, with [`SERVE_BACKENDS`]),
+/// so every proxy faces the same backends and none shares a process with them: in the same
+/// process as Ferry they would share its threads' scheduling and its allocator, which HAProxy
+/// and nginx do not. The process ends when the returned child is dropped.
+fn start_backends(count: usize) -> anyhow::Result<(Vec<SocketAddr>, Child)> {
+    use std::io::BufRead;
+    let mut child = Command::new(std::env::current_exe()?)
+        .args([SERVE_BACKENDS, &count.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the backends' process")?;
+    let stdout = child
+        .stdout
+        .take()
+        .context("the backends' process has no stdout")?;
+    let mut addrs = Vec::with_capacity(count);
+    for line in std::io::BufReader::new(stdout).lines().take(count) {
+        addrs.push(line?.trim().parse::<SocketAddr>()?);
+    }
+    if addrs.len() != count {
+        let _ = child.kill();
+        bail!(
+            "the backends' process printed {} of {count} addresses",
+            addrs.len()
+        );
+    }
+    Ok((addrs, child))
+}
+
+/// The backends' process: binds `count` listeners, prints their addresses, and serves on a
+/// 2-thread runtime until its stdin closes (the benchmark ended or died).
+fn serve_backends(count: usize) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("backend")
         .enable_all()
         .build()?;
-    let listeners = runtime.block_on(async {
-        let mut listeners = Vec::new();
+    runtime.block_on(async {
+        let mut out = String::new();
         for _ in 0..count {
-            listeners.push(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            out.push_str(&format!("{}\n", listener.local_addr()?));
+            tokio::spawn(serve_backend(listener));
         }
-        anyhow::Ok(listeners)
-    })?;
-    let addrs = listeners
-        .iter()
-        .map(|l| l.local_addr())
-        .collect::<Result<Vec<_>, _>>()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        runtime.block_on(async move {
-            for listener in listeners {
-                tokio::spawn(serve_backend(listener));
-            }
-            let _ = stopped.await;
-        });
-    });
-    Ok((addrs, thread, stop))
+        print!("{out}");
+        std::io::Write::flush(&mut std::io::stdout())?;
+        let mut stdin = tokio::io::stdin();
+        let mut sink = [0u8; 64];
+        while tokio::io::AsyncReadExt::read(&mut stdin, &mut sink).await? > 0 {}
+        anyhow::Ok(())
+    })
+}
+
+/// Ends the backends' process when the benchmark ends, however it ends.
+struct BackendsGuard(Child);
+
+impl Drop for BackendsGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 async fn serve_backend(listener: tokio::net::TcpListener) {
@@ -188,9 +228,22 @@ async fn serve_backend(listener: tokio::net::TcpListener) {
     }
 }
 
-fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr], threads: usize) -> String {
+fn haproxy_config(
+    listen: SocketAddr,
+    backends: &[SocketAddr],
+    threads: usize,
+    pin: bool,
+) -> String {
+    let cpu_map = if pin {
+        format!(
+            "    cpu-map auto:1/1-{threads} 0-{}\n",
+            threads.saturating_sub(1)
+        )
+    } else {
+        String::new()
+    };
     let mut config = format!(
-        "global\n    nbthread {threads}\n    maxconn 4096\n\n\
+        "global\n    nbthread {threads}\n{cpu_map}    maxconn 4096\n\n\
          defaults\n    mode http\n    option http-keep-alive\n    option forwardfor\n    http-reuse always\n    \
          timeout connect 2s\n    timeout client 60s\n    timeout server 60s\n    timeout http-keep-alive 30s\n\n\
          frontend ferry_bench\n    bind {listen}\n    default_backend servers\n\n\
@@ -202,14 +255,19 @@ fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr], threads: usize) -
     config
 }
 
-fn nginx_config(listen: SocketAddr, backends: &[SocketAddr], dir: &Path) -> String {
+fn nginx_config(listen: SocketAddr, backends: &[SocketAddr], dir: &Path, pin: bool) -> String {
     let dir = dir.display();
+    let affinity = if pin {
+        "worker_cpu_affinity auto;\n"
+    } else {
+        ""
+    };
     let servers: String = backends
         .iter()
         .map(|a| format!("        server {a};\n"))
         .collect();
     format!(
-        "worker_processes auto;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
+        "worker_processes auto;\n{affinity}pid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log warn;\n\
          events {{\n    worker_connections 4096;\n}}\n\
          http {{\n    access_log off;\n    client_body_temp_path {dir}/client_body;\n    proxy_temp_path {dir}/proxy;\n    \
          fastcgi_temp_path {dir}/fastcgi;\n    uwsgi_temp_path {dir}/uwsgi;\n    scgi_temp_path {dir}/scgi;\n    \
@@ -495,6 +553,11 @@ fn median(results: Vec<WrkResult>) -> Option<WrkResult> {
 }
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(SERVE_BACKENDS) {
+        let count = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(4);
+        return serve_backends(count);
+    }
     let options = Options::parse()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -507,17 +570,16 @@ fn main() -> anyhow::Result<()> {
         find_program("nginx", "nginx")?,
         find_program("wrk", "wrk")?,
     ];
-    let (backends, backend_thread, stop_backends) = start_backends(options.backends)?;
+    let (backends, child) = start_backends(options.backends)?;
+    let _backends = BackendsGuard(child);
     let ferry_threads = options.ferry_threads.unwrap_or(cores);
-    let result = runtime.block_on(async {
+    // `_backends` ends the backends' process after the run, however it ends.
+    runtime.block_on(async {
         tokio::select! {
             result = bench(&options, cores, ferry_threads, &programs, &backends) => result,
             _ = tokio::signal::ctrl_c() => bail!("interrupted; stopped every process started"),
         }
-    });
-    let _ = stop_backends.send(());
-    let _ = backend_thread.join();
-    result
+    })
 }
 
 async fn bench(
@@ -535,6 +597,7 @@ async fn bench(
     // Ferry, in this process.
     let lb = Lb::with_settings(LbSettings {
         worker_threads: ferry_threads,
+        pin_workers: options.pin,
         ..LbSettings::default()
     });
     lb.apply(ferry_config(backends)).await?;
@@ -548,7 +611,10 @@ async fn bench(
     // HAProxy.
     let haproxy_addr = free_port()?;
     let haproxy_cfg = dir.path().join("haproxy.cfg");
-    std::fs::write(&haproxy_cfg, haproxy_config(haproxy_addr, backends, cores))?;
+    std::fs::write(
+        &haproxy_cfg,
+        haproxy_config(haproxy_addr, backends, cores, options.pin),
+    )?;
     let mut haproxy_guard = ProcessGuard {
         name: "haproxy",
         child: Command::new(haproxy)
@@ -572,7 +638,10 @@ async fn bench(
     // nginx.
     let nginx_addr = free_port()?;
     let nginx_conf = dir.path().join("nginx.conf");
-    std::fs::write(&nginx_conf, nginx_config(nginx_addr, backends, dir.path()))?;
+    std::fs::write(
+        &nginx_conf,
+        nginx_config(nginx_addr, backends, dir.path(), options.pin),
+    )?;
     let mut nginx_guard = ProcessGuard {
         name: "nginx",
         child: Command::new(nginx)
@@ -620,7 +689,8 @@ async fn bench(
             {
                 continue;
             }
-            if options.warmup > 0 {
+            // Once per proxy: later rounds find its backend connections open already.
+            if options.warmup > 0 && round == 0 {
                 run_wrk(wrk, *addr, options, options.warmup, *cpu_of).await?;
             }
             let result = run_wrk(wrk, *addr, options, options.duration, *cpu_of).await?;
@@ -687,7 +757,7 @@ async fn bench(
     );
     println!(
         "\nVersions: {}; {}; {}. Ferry: {} worker threads (one single-threaded tokio runtime each) in-process; HAProxy `nbthread {cores}`; \
-         nginx `worker_processes auto`; backends: {} hyper servers on their own 2-thread runtime.",
+         nginx `worker_processes auto`; backends: {} hyper servers in a process of their own (2-thread runtime).",
         version(haproxy, "-v"),
         version(nginx, "-v"),
         version(wrk, "-v"),
@@ -754,17 +824,20 @@ Transfer/sec:     20.00MB
             "127.0.0.1:9002".parse().unwrap(),
         ];
         let listen: SocketAddr = "127.0.0.1:8000".parse().unwrap();
-        let h = haproxy_config(listen, &backends, 2);
+        let h = haproxy_config(listen, &backends, 2, true);
         assert!(
             h.contains("server b1 127.0.0.1:9002")
                 && h.contains("http-reuse always")
                 && h.contains("nbthread 2")
+                && h.contains("cpu-map auto:1/1-2 0-1")
         );
-        let n = nginx_config(listen, &backends, Path::new("/tmp/x"));
+        assert!(!haproxy_config(listen, &backends, 2, false).contains("cpu-map"));
+        let n = nginx_config(listen, &backends, Path::new("/tmp/x"), true);
         assert!(
             n.contains("server 127.0.0.1:9001;")
                 && n.contains("keepalive 256;")
                 && n.contains("proxy_set_header Connection \"\";")
+                && n.contains("worker_cpu_affinity auto;")
         );
         assert_eq!(BODY.len(), 100);
     }
