@@ -108,6 +108,15 @@ async fn env() -> Env {
 }
 
 impl Env {
+    /// Stops the engine (as a crash would leave the store) and starts a new one on the same store.
+    async fn restart(&mut self) {
+        self.engine.shutdown();
+        let (engine, _) = Engine::start(self.store.clone(), registry(), EngineConfig::default())
+            .await
+            .unwrap();
+        self.engine = engine;
+    }
+
     async fn run(&self, doc: Value, params: Value) -> String {
         let p = crate::validate_pipeline(&doc, self.engine.registry()).unwrap();
         let rec = self.store.save_pipeline(&p, "test").await.unwrap();
@@ -580,28 +589,15 @@ async fn cancel_tells_running_tasks_and_stops_everything() {
 
 #[tokio::test]
 async fn queued_commands_survive_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
-        path: dir.path().join("ferry.db"),
-    })
-    .await
-    .unwrap();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
-        .await
-        .unwrap();
+    let mut env = env().await;
     let doc = pipeline("q", json!([{"refId": "1", "type": "probe", "await": true}]));
-    let p = crate::validate_pipeline(&doc, engine.registry()).unwrap();
-    let rec = store.save_pipeline(&p, "t").await.unwrap();
-    let id = engine
-        .run_pipeline(&rec, RunRequest::default())
-        .await
-        .unwrap();
-    wait_for(&engine, &id, Duration::from_secs(5), "running", |e| {
+    let id = env.run(doc, json!({})).await;
+    wait_for(&env.engine, &id, Duration::from_secs(5), "running", |e| {
         e.stages[0].status == Status::Running
     })
     .await
     .unwrap();
-    engine.shutdown();
+    env.engine.shutdown();
     // A command accepted (queued) while no engine ran, e.g. just before a crash.
     let cmd = serde_json::to_value(Command::StageInput {
         stage: "1".into(),
@@ -609,18 +605,16 @@ async fn queued_commands_survive_a_restart() {
         user: "late".into(),
     })
     .unwrap();
-    store.enqueue(&id, &cmd).await.unwrap();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
-        .await
-        .unwrap();
-    let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| {
+    env.store.enqueue(&id, &cmd).await.unwrap();
+    env.restart().await;
+    let e = wait_for(&env.engine, &id, Duration::from_secs(5), "done", |e| {
         e.status.is_complete()
     })
     .await
     .unwrap();
     assert_eq!(e.status, Status::Succeeded);
     assert_eq!(e.stages[0].context["lastModifiedBy"], "late");
-    assert!(store.pending_commands(10).await.unwrap().is_empty());
+    assert!(env.store.pending_commands(10).await.unwrap().is_empty());
 }
 
 fn api_request(user: &str) -> RunRequest {
@@ -633,16 +627,9 @@ fn api_request(user: &str) -> RunRequest {
 
 #[tokio::test]
 async fn an_orchestration_runs_without_a_pipeline_and_resumes_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = ferry_store::open(&ferry_store::StoreConfig::Sqlite {
-        path: dir.path().join("ferry.db"),
-    })
-    .await
-    .unwrap();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
-        .await
-        .unwrap();
-    let id = engine
+    let mut env = env().await;
+    let id = env
+        .engine
         .run_orchestration(
             "app",
             "Poke the probe",
@@ -654,7 +641,7 @@ async fn an_orchestration_runs_without_a_pipeline_and_resumes_after_a_restart() 
         )
         .await
         .unwrap();
-    let e = wait_for(&engine, &id, Duration::from_secs(5), "running", |e| {
+    let e = wait_for(&env.engine, &id, Duration::from_secs(5), "running", |e| {
         e.stages[0].status == Status::Running
     })
     .await
@@ -677,22 +664,19 @@ async fn an_orchestration_runs_without_a_pipeline_and_resumes_after_a_restart() 
         v.into_iter().map(|s| s.id).collect()
     };
     for pipeline in [None, Some("")] {
-        let listed = ids(store.list_executions(&listed(pipeline)).await.unwrap());
+        let listed = ids(env.store.list_executions(&listed(pipeline)).await.unwrap());
         assert_eq!(listed, vec![id.clone()], "{pipeline:?}");
     }
 
     // Ferry stops while the first stage runs; a new engine resumes the orchestration.
-    engine.shutdown();
-    let (engine, _) = Engine::start(store.clone(), registry(), EngineConfig::default())
-        .await
-        .unwrap();
-    let e = wait_for(&engine, &id, Duration::from_secs(5), "recovered", |e| {
+    env.restart().await;
+    let e = wait_for(&env.engine, &id, Duration::from_secs(5), "recovered", |e| {
         e.status == Status::Running && e.stages[0].status == Status::Running
     })
     .await
     .unwrap();
     assert_eq!(e.execution_type, "ORCHESTRATION");
-    engine
+    env.engine
         .command(
             &id,
             Command::StageInput {
@@ -703,7 +687,7 @@ async fn an_orchestration_runs_without_a_pipeline_and_resumes_after_a_restart() 
         )
         .await
         .unwrap();
-    let e = wait_for(&engine, &id, Duration::from_secs(5), "done", |e| {
+    let e = wait_for(&env.engine, &id, Duration::from_secs(5), "done", |e| {
         e.status.is_complete()
     })
     .await
@@ -712,7 +696,7 @@ async fn an_orchestration_runs_without_a_pipeline_and_resumes_after_a_restart() 
     assert_eq!(e.execution_type, "ORCHESTRATION");
     assert_eq!(e.stages[0].context["runs"], 1);
     assert_eq!(e.stages[1].outputs["done"], true);
-    let stored = store.get_execution(&id).await.unwrap().unwrap();
+    let stored = env.store.get_execution(&id).await.unwrap().unwrap();
     assert_eq!(
         (stored.execution_type.as_str(), stored.status),
         ("ORCHESTRATION", Status::Succeeded)

@@ -8,10 +8,12 @@
 //! lines, stamps each line with **the time Ferry read it** (`LogLine::time`), keeps the most
 //! recent [`RING_LINES`] (at most 2 MiB of text) in memory for [`crate::HostProvider`]'s `logs`
 //! (so `logs` returns at most that many lines per instance), and sends each one to
-//! the server group's followers (`follow_logs`). When that task starts (a new instance, or a
-//! Ferry restart that re-adopts one), the end of the existing files is read back with **the
-//! file's modification time** as the time of every line, since when they were written is not
-//! known any more.
+//! the server group's followers (`follow_logs`). A new instance's output is read whole, however
+//! much the process wrote before the task first looked (from where the files ended before it
+//! started: a directory reused after a resize may hold an earlier instance's). When the task starts for
+//! an instance found after a Ferry restart (re-adopted, or started again), the end of the
+//! existing files is read back with **the file's modification time** as the time of every line,
+//! since when they were written is not known any more.
 //!
 //! # Retention and rotation
 //! Each of the two files may hold half of `log_retention_bytes`. When one is over, it is cut to
@@ -270,6 +272,17 @@ pub(crate) struct TailSpec {
     pub retention: u64,
     /// Time between looks.
     pub poll: Duration,
+    /// For a new instance, where its files ended before its process started (see
+    /// [`lengths`]): everything after is its own output, read like any later output, so a fast
+    /// first burst is not cut to its tail as the files of an instance found after a restart are.
+    /// `None`: an instance found after a restart; the end of its files is read back.
+    pub fresh_from: Option<[u64; 2]>,
+}
+
+/// The current lengths of an instance's stdout and stderr files (0 for a missing one). Whatever
+/// is there belongs to an earlier instance that had the same directory.
+pub(crate) fn lengths(dir: &Path) -> [u64; 2] {
+    [STDOUT_LOG, STDERR_LOG].map(|name| std::fs::metadata(dir.join(name)).map_or(0, |m| m.len()))
 }
 
 /// Reads the instance's log files until `cancel`, then reads them one last time.
@@ -284,9 +297,16 @@ pub(crate) async fn run_tail(
         FileTail::new(&spec.dir, STDOUT_LOG, "stdout", per_file),
         FileTail::new(&spec.dir, STDERR_LOG, "stderr", per_file),
     ];
+    if let Some(from) = spec.fresh_from {
+        for (file, from) in files.iter_mut().zip(from) {
+            file.offset = from;
+        }
+    }
+    let fresh = spec.fresh_from.is_some();
     let reloaded = tokio::task::spawn_blocking(move || {
         let lines: Vec<(&'static str, Vec<String>, i64)> = files
             .iter_mut()
+            .filter(|_| !fresh)
             .filter_map(|f| match f.reload() {
                 Ok((lines, time)) => Some((f.stream, lines, time)),
                 Err(e) => {
@@ -463,5 +483,74 @@ mod tests {
         assert_eq!(lines, vec!["a", "b"]);
         assert!(time > 0);
         assert!(tail.poll().unwrap().is_empty());
+    }
+
+    /// Runs a reader over `dir` until it has read `want` lines or 5 s passed; returns the ring.
+    async fn tail_until(dir: &Path, fresh_from: Option<[u64; 2]>, want: usize) -> Vec<LogLine> {
+        let ring = Arc::new(Mutex::new(LogRing::default()));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(run_tail(
+            TailSpec {
+                instance: "i-0".into(),
+                dir: dir.to_path_buf(),
+                retention: 64 * 1024,
+                poll: Duration::from_millis(20),
+                fresh_from,
+            },
+            ring.clone(),
+            broadcast::channel(16).0,
+            cancel.clone(),
+        ));
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while ring.lock().lines.len() < want && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        cancel.cancel();
+        task.await.unwrap();
+        ring.lock().tail(usize::MAX)
+    }
+
+    /// About 300 KB of numbered lines, far over the 32 KiB a file may keep.
+    fn burst(from: usize) -> String {
+        (from..from + 6000)
+            .map(|n| format!("new line {n:06} ..............................\n"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_new_instances_first_burst_is_read_whole_and_old_output_is_not_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        // Left by an earlier instance with the same directory (an index reused after a resize).
+        std::fs::write(dir.path().join(STDOUT_LOG), "old line\n").unwrap();
+        let fresh_from = lengths(dir.path());
+        assert_eq!(fresh_from, [9, 0]);
+        // The process writes its burst before the reader first looks.
+        let mut out = OpenOptions::new()
+            .append(true)
+            .open(dir.path().join(STDOUT_LOG))
+            .unwrap();
+        out.write_all(burst(0).as_bytes()).unwrap();
+        let lines = tail_until(dir.path(), Some(fresh_from), RING_LINES).await;
+        assert_eq!(
+            lines.len(),
+            RING_LINES,
+            "the newest lines of the burst, all of them"
+        );
+        assert!(lines.iter().all(|l| l.line.starts_with("new line")));
+        assert!(lines.last().unwrap().line.starts_with("new line 005999"));
+        // And the file was cut to its retention as it was read.
+        assert!(
+            std::fs::metadata(dir.path().join(STDOUT_LOG))
+                .unwrap()
+                .len()
+                <= 32 * 1024
+        );
+
+        // Found after a restart instead: only the end of the (cut) files is read back.
+        let restarted = tempfile::tempdir().unwrap();
+        std::fs::write(restarted.path().join(STDOUT_LOG), burst(0)).unwrap();
+        let lines = tail_until(restarted.path(), None, 1).await;
+        assert!(lines.len() < 1000, "{}", lines.len());
+        assert!(lines.last().unwrap().line.starts_with("new line 005999"));
     }
 }

@@ -188,12 +188,15 @@ async fn run(
     record: InstanceRecord,
 ) {
     let tail_cancel = CancellationToken::new();
+    // Taken before the process starts (two `stat`s), so none of its output is mistaken for old.
+    let fresh_from = matches!(start, Start::Fresh).then(|| logs::lengths(&spec.launch.dir));
     let tail = tokio::spawn(logs::run_tail(
         TailSpec {
             instance: spec.id.clone(),
             dir: spec.launch.dir.clone(),
             retention: ctx.retention,
             poll: ctx.settings.log_poll,
+            fresh_from,
         },
         shared.ring.clone(),
         ctx.followers.clone(),

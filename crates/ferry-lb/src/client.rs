@@ -684,18 +684,22 @@ mod tests {
         out.extend_from_slice(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n");
     }
 
+    /// Sends `GET /` on `conn` and reads the response head.
+    async fn exchange_get(conn: &mut Conn) -> Exchanged {
+        conn.exchange(UpRequest {
+            method: &Method::GET,
+            head: &get_head,
+            body: &mut None,
+            chunked: false,
+        })
+        .await
+        .unwrap()
+    }
+
     async fn get(connector: &Connector, key: u64, addr: SocketAddr) -> (bool, Vec<u8>) {
         let mut conn = connector.checkout(key, addr).await.unwrap();
         let reused = conn.reused();
-        let Exchanged { head, sending } = conn
-            .exchange(UpRequest {
-                method: &Method::GET,
-                head: &get_head,
-                body: &mut None,
-                chunked: false,
-            })
-            .await
-            .unwrap();
+        let Exchanged { head, sending } = exchange_get(&mut conn).await;
         assert_eq!(head.status, http::StatusCode::OK);
         let body = conn
             .into_body(&head, sending)
@@ -895,15 +899,7 @@ mod tests {
         let addr = scripted(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"]).await;
         let pooled = connector(Duration::from_secs(60));
         let mut conn = pooled.checkout(new_pool_key(), addr).await.unwrap();
-        let Exchanged { head, sending } = conn
-            .exchange(UpRequest {
-                method: &Method::GET,
-                head: &get_head,
-                body: &mut None,
-                chunked: false,
-            })
-            .await
-            .unwrap();
+        let Exchanged { head, sending } = exchange_get(&mut conn).await;
         let error = conn.into_body(&head, sending).collect().await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::UnexpectedEof);
     }
