@@ -174,6 +174,16 @@ impl Execution {
         self.execution_type == Execution::ORCHESTRATION
     }
 
+    /// The type of an execution with this pipeline id: only orchestrations have an empty one
+    /// (a stored pipeline's id never is), so listings need not read the stored document.
+    pub fn type_for_pipeline_id(pipeline_config_id: &str) -> &'static str {
+        if pipeline_config_id.is_empty() {
+            Execution::ORCHESTRATION
+        } else {
+            Execution::PIPELINE
+        }
+    }
+
     /// The stage with this refId.
     pub fn stage(&self, ref_id: &str) -> Option<&StageExecution> {
         self.stages.iter().find(|s| s.ref_id == ref_id)
@@ -222,6 +232,7 @@ impl Execution {
     pub fn summary(&self) -> ExecutionSummary {
         ExecutionSummary {
             id: self.id.clone(),
+            execution_type: self.execution_type.clone(),
             application: self.application.clone(),
             pipeline_config_id: self.pipeline_config_id.clone(),
             name: self.name.clone(),
@@ -241,6 +252,9 @@ impl Execution {
 pub struct ExecutionSummary {
     /// Execution id.
     pub id: String,
+    /// `PIPELINE` or `ORCHESTRATION`.
+    #[serde(rename = "type", default = "pipeline_type")]
+    pub execution_type: String,
     /// Application.
     pub application: String,
     /// Pipeline id; empty for an orchestration.
@@ -383,5 +397,13 @@ mod tests {
         assert_eq!(v["type"], "ORCHESTRATION");
         let back: Execution = serde_json::from_value(v).unwrap();
         assert!(back.is_orchestration());
+        // Listings tell them apart by the pipeline id, as the store's do.
+        let summary = serde_json::to_value(back.summary()).unwrap();
+        assert_eq!(summary["type"], "ORCHESTRATION");
+        assert_eq!(
+            Execution::type_for_pipeline_id(&back.pipeline_config_id),
+            "ORCHESTRATION"
+        );
+        assert_eq!(Execution::type_for_pipeline_id("p-1"), "PIPELINE");
     }
 }

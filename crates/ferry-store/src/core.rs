@@ -908,10 +908,12 @@ where
     fn summary_from(row: &DB::Row) -> StoreResult<ExecutionSummary> {
         let id: String = Self::get(row, 0)?;
         let status_text: String = Self::get(row, 4)?;
+        let pipeline_config_id: String = Self::get(row, 2)?;
         Ok(ExecutionSummary {
+            execution_type: Execution::type_for_pipeline_id(&pipeline_config_id).into(),
             status: status(&status_text, || format!("execution {id} status"))?,
             application: Self::get(row, 1)?,
-            pipeline_config_id: Self::get(row, 2)?,
+            pipeline_config_id,
             name: Self::get(row, 3)?,
             build_time: Self::get(row, 5)?,
             start_time: Self::get(row, 6)?,

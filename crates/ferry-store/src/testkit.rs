@@ -792,6 +792,18 @@ pub async fn list_executions(store: &dyn Store) -> StoreResult<()> {
         .await?;
     assert!(none.is_empty());
 
+    // An orchestration (no stored pipeline) is listed with its type; an empty pipeline id lists
+    // only orchestrations.
+    let mut orchestration = execution_with(&app, "", &format!("{app}-o"), Status::Running, t, None);
+    orchestration.execution_type = Execution::ORCHESTRATION.into();
+    store.create_execution(&orchestration, None).await?;
+    let orchestrations = store
+        .list_executions(&list(Some(&app), Some(""), &[], 0))
+        .await?;
+    assert_eq!(orchestrations, vec![orchestration.summary()]);
+    assert_eq!(orchestrations[0].execution_type, "ORCHESTRATION");
+    assert!(by_app.iter().all(|s| s.execution_type == "PIPELINE"));
+
     let everything = store.list_executions(&list(None, None, &[], 1_000)).await?;
     for s in summaries(&[0, 1, 2, 3, 4, 5]) {
         assert!(everything.contains(&s), "{s:?}");
