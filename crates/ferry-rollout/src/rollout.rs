@@ -370,6 +370,18 @@ fn read_config(f: &mut Fields<'_>) -> Option<RolloutConfig> {
     })
 }
 
+/// The rollout's cluster moniker, or the step failing with why it cannot be named.
+fn moniker(st: &RolloutState, c: &RolloutConfig) -> Result<Moniker, Step> {
+    Moniker::cluster(
+        &st.application,
+        c.cluster.stack.as_deref(),
+        c.cluster.detail.as_deref(),
+    )
+    .map_err(|e| Step::Failed {
+        error: e.to_string(),
+    })
+}
+
 fn running(after: Duration) -> Step {
     Step::Running { poll_after: after }
 }
@@ -583,17 +595,9 @@ impl Rollout {
 
         match st.phase {
             Phase::Start => {
-                let moniker = match Moniker::cluster(
-                    &st.application,
-                    c.cluster.stack.as_deref(),
-                    c.cluster.detail.as_deref(),
-                ) {
+                let moniker = match moniker(st, c) {
                     Ok(m) => m,
-                    Err(e) => {
-                        return Step::Failed {
-                            error: e.to_string(),
-                        };
-                    }
+                    Err(failed) => return failed,
                 };
                 st.cluster = moniker.cluster_name();
                 let groups =
@@ -644,17 +648,9 @@ impl Rollout {
                 let group = match adopted {
                     Some(g) => g,
                     None => {
-                        let moniker = match Moniker::cluster(
-                            &st.application,
-                            c.cluster.stack.as_deref(),
-                            c.cluster.detail.as_deref(),
-                        ) {
+                        let moniker = match moniker(st, c) {
                             Ok(m) => m,
-                            Err(e) => {
-                                return Step::Failed {
-                                    error: e.to_string(),
-                                };
-                            }
+                            Err(failed) => return failed,
                         };
                         let blue_green = c.blue_green.as_ref().filter(|_| !first);
                         let mut capacity = c.cluster.capacity;
